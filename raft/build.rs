@@ -1,0 +1,2 @@
+// Code generation for proto/ arrives with the replication issue.
+fn main() {}

@@ -1,0 +1,498 @@
+//! The RFC 6962 tree persisted in RocksDB: appends, roots at any size, proofs, and the
+//! leaf-hash index.
+
+use super::hash::{empty_root, node_hash, Hash};
+use super::proof::{self, NodeSource};
+use super::tile::{self, TileId, TILE_BYTES, TILE_HEIGHT, TILE_WIDTH};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBPinnableSlice, Options,
+    WriteBatch, DB,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+
+/// Column family holding the tiles of perfect-subtree hashes.
+pub const CF_TILES: &str = "merkle_tiles";
+/// Column family mapping a leaf hash to its index (Sigsum deduplicates identical leaves).
+pub const CF_LEAF_INDEX: &str = "merkle_leaf_index";
+/// Column family holding the tree size.
+pub const CF_META: &str = "merkle_meta";
+const KEY_SIZE: &[u8] = b"size";
+
+/// Errors from the Merkle store.
+#[derive(Debug, Error)]
+pub enum MerkleError {
+    /// RocksDB failed, including a block checksum mismatch on read.
+    #[error("storage error: {0}")]
+    Storage(#[from] rocksdb::Error),
+    /// The database lacks one of the store's column families.
+    #[error("column family {0} is missing")]
+    MissingColumnFamily(&'static str),
+    /// A hash the tree size says must exist was not stored: the database is damaged.
+    #[error("tree data missing or damaged at level {level}, index {index}")]
+    Damaged {
+        /// Tree level of the missing node.
+        level: u32,
+        /// Index of the missing node within its level.
+        index: u64,
+    },
+    /// A size beyond the current tree was asked for.
+    #[error("tree size {requested} is larger than the current size {current}")]
+    SizeTooLarge {
+        /// Size asked for.
+        requested: u64,
+        /// Current size.
+        current: u64,
+    },
+    /// A leaf index at or beyond the tree size was asked for.
+    #[error("leaf index {index} is not below tree size {size}")]
+    IndexOutOfRange {
+        /// Index asked for.
+        index: u64,
+        /// Size of the tree it was asked in.
+        size: u64,
+    },
+    /// A leaf hash is not in the tree of the given size.
+    #[error("leaf not found in tree of size {size}")]
+    LeafNotFound {
+        /// Size of the tree searched.
+        size: u64,
+    },
+    /// A consistency proof was asked for sizes that have none.
+    #[error("no consistency proof from size {old} to size {new}")]
+    InvalidRange {
+        /// Old size.
+        old: u64,
+        /// New size.
+        new: u64,
+    },
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The index of each leaf given, in order; a duplicate gets the index it already had.
+    pub indexes: Vec<u64>,
+    /// How many leaves were new.
+    pub added: u64,
+    /// The tree size after the append.
+    pub size: u64,
+}
+
+/// The Merkle tree on RocksDB. Cheap to share: reads take `&self` and run concurrently
+/// with one appender.
+pub struct MerkleStore {
+    db: Arc<DB>,
+    size: AtomicU64,
+    /// The right-edge tile of every tile level, kept in memory so appends never read
+    /// RocksDB. `None` after a failed write: reloaded from disk on the next append.
+    edge: Mutex<Option<Edge>>,
+}
+
+impl MerkleStore {
+    /// The column families the store needs, for callers that open one RocksDB instance
+    /// shared with other state (the Raft state machine writes beside the tree atomically).
+    pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
+        let cache = Cache::new_lru_cache(256 << 20);
+        let mut tiles = BlockBasedOptions::default();
+        tiles.set_block_cache(&cache);
+        tiles.set_block_size(16 << 10);
+        let mut index = BlockBasedOptions::default();
+        index.set_block_cache(&cache);
+        index.set_bloom_filter(10.0, false);
+        let cf = |name: &str, table: &BlockBasedOptions| {
+            let mut o = Options::default();
+            // Hashes do not compress.
+            o.set_compression_type(DBCompressionType::None);
+            o.set_block_based_table_factory(table);
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        vec![
+            cf(CF_TILES, &tiles),
+            cf(CF_LEAF_INDEX, &index),
+            cf(CF_META, &BlockBasedOptions::default()),
+        ]
+    }
+
+    /// Opens (or creates) a RocksDB database at `path` that holds only the tree.
+    pub fn open(path: &Path) -> Result<MerkleStore, MerkleError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&opts, path, Self::column_families())?;
+        Self::new(Arc::new(db))
+    }
+
+    /// Uses an already open database that has the store's column families.
+    pub fn new(db: Arc<DB>) -> Result<MerkleStore, MerkleError> {
+        for name in [CF_TILES, CF_LEAF_INDEX, CF_META] {
+            if db.cf_handle(name).is_none() {
+                return Err(MerkleError::MissingColumnFamily(name));
+            }
+        }
+        let meta = db.cf_handle(CF_META).expect("checked above");
+        let size = match db.get_cf(meta, KEY_SIZE)? {
+            None => 0,
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| MerkleError::Damaged { level: 0, index: 0 })?,
+            ),
+        };
+        Ok(MerkleStore {
+            db,
+            size: AtomicU64::new(size),
+            edge: Mutex::new(None),
+        })
+    }
+
+    /// The database the tree lives in.
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    /// Number of leaves in the tree.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Appends leaf hashes in one RocksDB write batch. Leaves already in the tree, or
+    /// repeated within `leaves`, are not appended again; they report their existing index.
+    pub fn append(&self, leaves: &[Hash]) -> Result<AppendOutcome, MerkleError> {
+        self.append_with(leaves, |_, _| {})
+    }
+
+    /// Like [`append`](Self::append), and lets the caller add its own writes (for example
+    /// the Raft `last_applied` index) to the same atomic batch. `extra` sees the outcome.
+    pub fn append_with(
+        &self,
+        leaves: &[Hash],
+        extra: impl FnOnce(&mut WriteBatch, &AppendOutcome),
+    ) -> Result<AppendOutcome, MerkleError> {
+        let mut guard = self.edge.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load_edge(self.size())?);
+        }
+        let staged = self.stage(guard.as_mut().expect("loaded above"), leaves);
+        let (mut batch, outcome) = match staged {
+            Ok(s) => s,
+            Err(e) => {
+                // The in-memory edge may hold part of the batch; forget it so the next
+                // append starts again from what is on disk.
+                *guard = None;
+                return Err(e);
+            }
+        };
+        extra(&mut batch, &outcome);
+        if let Err(e) = self.db.write(batch) {
+            *guard = None;
+            return Err(e.into());
+        }
+        self.size.store(outcome.size, Ordering::Release);
+        Ok(outcome)
+    }
+
+    /// Builds the write batch for an append, updating the in-memory edge as it goes.
+    fn stage(
+        &self,
+        edge: &mut Edge,
+        leaves: &[Hash],
+    ) -> Result<(WriteBatch, AppendOutcome), MerkleError> {
+        let start = self.size();
+        let index_cf = self.cf(CF_LEAF_INDEX)?;
+        let tiles_cf = self.cf(CF_TILES)?;
+        let known = self
+            .db
+            .batched_multi_get_cf(index_cf, leaves.iter().map(|h| &h.0), false);
+        let mut batch = WriteBatch::default();
+        let mut fresh: HashMap<Hash, u64> = HashMap::new();
+        let mut indexes = Vec::with_capacity(leaves.len());
+        let mut size = start;
+        for (leaf, known) in leaves.iter().zip(known) {
+            if let Some(v) = known? {
+                indexes.push(decode_index(&v)?);
+            } else if let Some(&i) = fresh.get(leaf) {
+                indexes.push(i);
+            } else {
+                fresh.insert(*leaf, size);
+                batch.put_cf(index_cf, leaf.0, size.to_be_bytes());
+                indexes.push(size);
+                edge.push_leaf(size, *leaf, &mut batch, tiles_cf);
+                size += 1;
+            }
+        }
+        edge.flush(&mut batch, tiles_cf);
+        batch.put_cf(self.cf(CF_META)?, KEY_SIZE, size.to_be_bytes());
+        let outcome = AppendOutcome {
+            indexes,
+            added: size - start,
+            size,
+        };
+        Ok((batch, outcome))
+    }
+
+    /// Root hash of the tree at `size` (any size up to the current one).
+    pub fn root(&self, size: u64) -> Result<Hash, MerkleError> {
+        self.check_size(size)?;
+        if size == 0 {
+            return Ok(empty_root());
+        }
+        proof::root(&mut self.reader(), size)
+    }
+
+    /// Hash of the leaf at `index`.
+    pub fn leaf_hash(&self, index: u64) -> Result<Hash, MerkleError> {
+        let size = self.size();
+        if index >= size {
+            return Err(MerkleError::IndexOutOfRange { index, size });
+        }
+        self.reader().node(0, index)
+    }
+
+    /// Index of a leaf hash, if the leaf is anywhere in the current tree.
+    pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, MerkleError> {
+        match self.db.get_pinned_cf(self.cf(CF_LEAF_INDEX)?, leaf.0)? {
+            None => Ok(None),
+            Some(v) => {
+                let i = decode_index(&v)?;
+                // An index beyond the visible size belongs to an append still in flight.
+                Ok((i < self.size()).then_some(i))
+            }
+        }
+    }
+
+    /// Inclusion proof of the leaf at `index` in the tree of `size`, sibling first.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, MerkleError> {
+        self.check_size(size)?;
+        if index >= size {
+            return Err(MerkleError::IndexOutOfRange { index, size });
+        }
+        proof::inclusion_path(&mut self.reader(), index, size)
+    }
+
+    /// Inclusion proof of a leaf given by hash in the tree of `size`: its index and path.
+    pub fn inclusion_proof_by_hash(
+        &self,
+        leaf: &Hash,
+        size: u64,
+    ) -> Result<(u64, Vec<Hash>), MerkleError> {
+        self.check_size(size)?;
+        match self.index_of(leaf)? {
+            Some(index) if index < size => Ok((index, self.inclusion_proof(index, size)?)),
+            _ => Err(MerkleError::LeafNotFound { size }),
+        }
+    }
+
+    /// Consistency proof from the tree of `old` leaves to the tree of `new` leaves,
+    /// for `0 < old < new <= size`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, MerkleError> {
+        self.check_size(new)?;
+        if old == 0 || old >= new {
+            return Err(MerkleError::InvalidRange { old, new });
+        }
+        proof::consistency_path(&mut self.reader(), old, new)
+    }
+
+    fn check_size(&self, requested: u64) -> Result<(), MerkleError> {
+        let current = self.size();
+        if requested > current {
+            return Err(MerkleError::SizeTooLarge { requested, current });
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, MerkleError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(MerkleError::MissingColumnFamily(name))
+    }
+
+    fn reader(&self) -> TileReader<'_> {
+        TileReader {
+            store: self,
+            tiles: Vec::with_capacity(4),
+        }
+    }
+
+    /// Reads the right-edge tile of every tile level of a tree of `size` leaves.
+    fn load_edge(&self, size: u64) -> Result<Edge, MerkleError> {
+        let mut tiles = Vec::new();
+        let mut level = 0u32;
+        while level == 0 || (size >> (TILE_HEIGHT * level)) > 0 {
+            let nodes = size >> (TILE_HEIGHT * level);
+            let id = TileId {
+                level: level as u8,
+                index: nodes / TILE_WIDTH,
+            };
+            let mut t = EdgeTile::empty(id.index);
+            t.width = nodes % TILE_WIDTH;
+            if t.width > 0 {
+                let stored = self.db.get_pinned_cf(self.cf(CF_TILES)?, id.key())?.ok_or(
+                    MerkleError::Damaged {
+                        level: level * TILE_HEIGHT,
+                        index: nodes - 1,
+                    },
+                )?;
+                let want = tile::stored_slots(t.width) * Hash::LEN;
+                if stored.len() < want {
+                    return Err(MerkleError::Damaged {
+                        level: level * TILE_HEIGHT,
+                        index: nodes - 1,
+                    });
+                }
+                t.buf[..want].copy_from_slice(&stored[..want]);
+            }
+            tiles.push(t);
+            level += 1;
+        }
+        Ok(Edge { tiles })
+    }
+}
+
+fn decode_index(v: &[u8]) -> Result<u64, MerkleError> {
+    v.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| MerkleError::Damaged { level: 0, index: 0 })
+}
+
+/// The rightmost (growing) tile of each tile level.
+struct Edge {
+    tiles: Vec<EdgeTile>,
+}
+
+struct EdgeTile {
+    index: u64,
+    /// Base hashes present.
+    width: u64,
+    dirty: bool,
+    buf: Box<[u8; TILE_BYTES]>,
+}
+
+impl EdgeTile {
+    fn empty(index: u64) -> EdgeTile {
+        EdgeTile {
+            index,
+            width: 0,
+            dirty: false,
+            buf: Box::new([0u8; TILE_BYTES]),
+        }
+    }
+
+    fn stored_bytes(&self) -> &[u8] {
+        &self.buf[..tile::stored_slots(self.width) * Hash::LEN]
+    }
+
+    fn get(&self, slot: usize) -> Hash {
+        Hash::from_slice(&self.buf[slot * Hash::LEN..(slot + 1) * Hash::LEN]).expect("32 bytes")
+    }
+}
+
+impl Edge {
+    /// Adds leaf `index` and every perfect subtree it completes (one hash per leaf amortised).
+    fn push_leaf(
+        &mut self,
+        index: u64,
+        leaf: Hash,
+        batch: &mut WriteBatch,
+        cf: &rocksdb::ColumnFamily,
+    ) {
+        self.set(0, index, leaf, batch, cf);
+        let (mut level, mut i, mut cur) = (0u32, index, leaf);
+        while i & 1 == 1 {
+            let left = self.get(level, i - 1);
+            cur = node_hash(&left, &cur);
+            level += 1;
+            i >>= 1;
+            self.set(level, i, cur, batch, cf);
+        }
+    }
+
+    fn get(&self, level: u32, index: u64) -> Hash {
+        let (id, slot) = tile::locate(level, index);
+        let t = &self.tiles[id.level as usize];
+        debug_assert_eq!(t.index, id.index, "left sibling is always in the edge tile");
+        t.get(slot)
+    }
+
+    fn set(
+        &mut self,
+        level: u32,
+        index: u64,
+        hash: Hash,
+        batch: &mut WriteBatch,
+        cf: &rocksdb::ColumnFamily,
+    ) {
+        let (id, slot) = tile::locate(level, index);
+        if id.level as usize == self.tiles.len() {
+            self.tiles.push(EdgeTile::empty(id.index));
+        }
+        let t = &mut self.tiles[id.level as usize];
+        if t.index != id.index {
+            // The edge moved right: the previous tile is full and final.
+            debug_assert_eq!(id.index, t.index + 1);
+            if t.dirty {
+                batch.put_cf(
+                    cf,
+                    TileId {
+                        level: id.level,
+                        index: t.index,
+                    }
+                    .key(),
+                    t.stored_bytes(),
+                );
+            }
+            *t = EdgeTile::empty(id.index);
+        }
+        t.buf[slot * Hash::LEN..(slot + 1) * Hash::LEN].copy_from_slice(&hash.0);
+        if level.is_multiple_of(TILE_HEIGHT) {
+            t.width = (index % TILE_WIDTH) + 1;
+        }
+        t.dirty = true;
+    }
+
+    /// Writes every tile changed since the last flush.
+    fn flush(&mut self, batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily) {
+        for (level, t) in self.tiles.iter_mut().enumerate() {
+            if t.dirty {
+                let id = TileId {
+                    level: level as u8,
+                    index: t.index,
+                };
+                batch.put_cf(cf, id.key(), t.stored_bytes());
+                t.dirty = false;
+            }
+        }
+    }
+}
+
+/// Reads perfect-subtree hashes for one proof or root, fetching each tile once.
+struct TileReader<'a> {
+    store: &'a MerkleStore,
+    tiles: Vec<(TileId, DBPinnableSlice<'a>)>,
+}
+
+impl NodeSource for TileReader<'_> {
+    type Error = MerkleError;
+
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash, MerkleError> {
+        let (id, slot) = tile::locate(level, index);
+        let damaged = MerkleError::Damaged { level, index };
+        let pos = match self.tiles.iter().position(|(t, _)| *t == id) {
+            Some(p) => p,
+            None => {
+                let cf = self.store.cf(CF_TILES)?;
+                let bytes = self.store.db.get_pinned_cf(cf, id.key())?.ok_or(damaged)?;
+                self.tiles.push((id, bytes));
+                self.tiles.len() - 1
+            }
+        };
+        let bytes = &self.tiles[pos].1;
+        bytes
+            .get(slot * Hash::LEN..(slot + 1) * Hash::LEN)
+            .and_then(Hash::from_slice)
+            .ok_or(MerkleError::Damaged { level, index })
+    }
+}

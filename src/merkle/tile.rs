@@ -1,0 +1,115 @@
+//! Tile layout: how perfect-subtree hashes are grouped into RocksDB values.
+//!
+//! A tile of tile-level `t` and index `i` holds the complete subtree hashes of tree levels
+//! `8t ..= 8t+8` below one node at level `8t+8`: up to 256 base hashes and every interior
+//! hash above them, 511 in all. Inside the value the hashes are in *in-order* position
+//! (leftmost base hash, its parent, its sibling, ...), so a tile whose first `w` base hashes
+//! exist is stored as a prefix of `2w - 1` slots and grows by appending. Incomplete interior
+//! slots inside that prefix are zero and never read: callers only ask for complete subtrees.
+//!
+//! A proof at a million leaves touches three tiles (levels 0-7, 8-15, 16-19), so it costs a
+//! handful of reads, and an append of 256 leaves rewrites about one tile per tile-level.
+
+use super::hash::Hash;
+
+/// Tree levels per tile (each tile spans `TILE_HEIGHT` levels below its root).
+pub(crate) const TILE_HEIGHT: u32 = 8;
+/// Base hashes per full tile.
+pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Hash slots in a full tile (2 * width - 1).
+pub(crate) const TILE_SLOTS: usize = 2 * TILE_WIDTH as usize - 1;
+/// Bytes in a full tile.
+pub(crate) const TILE_BYTES: usize = TILE_SLOTS * Hash::LEN;
+
+/// Identifies one tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TileId {
+    /// Tile level: the tile's base is tree level `TILE_HEIGHT * level`.
+    pub level: u8,
+    /// Position of the tile among the tiles of its level.
+    pub index: u64,
+}
+
+impl TileId {
+    /// RocksDB key: the level byte then the big-endian index, so tiles sort by position.
+    pub fn key(&self) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[0] = self.level;
+        k[1..].copy_from_slice(&self.index.to_be_bytes());
+        k
+    }
+}
+
+/// Where the hash of the perfect subtree (tree `level`, `index`) lives: its tile and its
+/// slot in that tile. Nodes at a tile boundary level are addressed in the tile above, as its
+/// base, never as the root slot of the tile below.
+pub(crate) fn locate(level: u32, index: u64) -> (TileId, usize) {
+    let tile_level = level / TILE_HEIGHT;
+    let local = level % TILE_HEIGHT;
+    let per_tile = TILE_HEIGHT - local; // log2 of nodes of this local level per tile
+    let tile = TileId {
+        level: tile_level as u8,
+        index: index >> per_tile,
+    };
+    let k = index & ((1u64 << per_tile) - 1);
+    (tile, slot(local, k))
+}
+
+/// In-order slot of the node at `local` level with position `k` inside its tile.
+pub(crate) fn slot(local: u32, k: u64) -> usize {
+    ((k << (local + 1)) + (1u64 << local) - 1) as usize
+}
+
+/// Number of slots in a stored tile whose first `width` base hashes exist.
+pub(crate) fn stored_slots(width: u64) -> usize {
+    debug_assert!((1..=TILE_WIDTH).contains(&width));
+    (2 * width - 1) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_slots_cover_the_tile_once() {
+        let mut seen = vec![false; TILE_SLOTS];
+        for local in 0..=TILE_HEIGHT {
+            for k in 0..(TILE_WIDTH >> local) {
+                let s = slot(local, k);
+                assert!(!seen[s], "slot {s} used twice");
+                seen[s] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn complete_nodes_fit_in_the_stored_prefix() {
+        // Every node whose leaves are all among the first w base hashes is inside the prefix.
+        for width in 1..=TILE_WIDTH {
+            for local in 0..=TILE_HEIGHT {
+                for k in 0..(TILE_WIDTH >> local) {
+                    if (k + 1) << local <= width {
+                        assert!(slot(local, k) < stored_slots(width));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn boundary_levels_live_in_the_tile_above() {
+        let (tile, s) = locate(8, 5);
+        assert_eq!(tile, TileId { level: 1, index: 0 });
+        assert_eq!(s, slot(0, 5));
+        let (tile, s) = locate(3, 1000);
+        assert_eq!(
+            tile,
+            TileId {
+                level: 0,
+                index: 1000 >> 5
+            }
+        );
+        assert_eq!(s, slot(3, 1000 & 31));
+    }
+}

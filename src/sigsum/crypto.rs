@@ -1,0 +1,61 @@
+//! Ed25519 keys and signatures as Sigsum uses them: raw 32-byte public keys, 64-byte
+//! signatures, key hashes, and the `namespace || 0x00 || data` signing form.
+
+use crate::merkle::Hash;
+use ed25519_dalek::{Signature as DalekSignature, Verifier, VerifyingKey};
+use std::fmt;
+use thiserror::Error;
+
+/// A raw Ed25519 public key (RFC 8032 encoding).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey(pub [u8; 32]);
+
+/// A raw Ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature(pub [u8; 64]);
+
+/// A signature did not verify.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid {0} signature")]
+pub struct BadSignature(pub &'static str);
+
+impl PublicKey {
+    /// SHA-256 of the key: how Sigsum names keys on the wire.
+    pub fn key_hash(&self) -> Hash {
+        Hash::digest(&self.0)
+    }
+
+    /// Checks `signature` over `message` the way Go's `crypto/ed25519` does (cofactorless,
+    /// canonical S required). `what` names the signature in the error.
+    pub fn verify(
+        &self,
+        message: &[u8],
+        signature: &Signature,
+        what: &'static str,
+    ) -> Result<(), BadSignature> {
+        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| BadSignature(what))?;
+        key.verify(message, &DalekSignature::from_bytes(&signature.0))
+            .map_err(|_| BadSignature(what))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.0))
+    }
+}
+
+/// `namespace || 0x00 || data`: the bytes signed for leaves and submit tokens.
+pub fn namespaced(namespace: &str, data: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(namespace.len() + 1 + data.len());
+    m.extend_from_slice(namespace.as_bytes());
+    m.push(0);
+    m.extend_from_slice(data);
+    m
+}
