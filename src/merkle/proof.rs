@@ -17,6 +17,14 @@ pub(crate) trait NodeSource {
     /// Hash of the perfect subtree of height `level` whose leftmost leaf is
     /// `index << level`. Level 0 is the leaf hashes. Callers only ask for complete subtrees.
     fn node(&mut self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+
+    /// A previously computed hash of the leaves `[start, end)`, if the source keeps them.
+    fn cached_range(&mut self, _start: u64, _end: u64) -> Option<Hash> {
+        None
+    }
+
+    /// Offers a computed hash of the leaves `[start, end)` for [`Self::cached_range`].
+    fn remember_range(&mut self, _start: u64, _end: u64, _hash: Hash) {}
 }
 
 /// Why a proof did not verify.
@@ -47,6 +55,14 @@ pub(crate) fn range_hash<S: NodeSource>(
     end: u64,
 ) -> Result<Hash, S::Error> {
     debug_assert!(end > start);
+    if (end - start).is_power_of_two() {
+        let level = (end - start).trailing_zeros();
+        return src.node(level, start >> level);
+    }
+    // Right-edge ranges repeat across proofs at the same tree size (the published one).
+    if let Some(h) = src.cached_range(start, end) {
+        return Ok(h);
+    }
     // Peaks left to right: the binary decomposition of the range size, largest first.
     let mut peaks: [Hash; 64] = [Hash::default(); 64];
     let mut count = 0;
@@ -63,6 +79,7 @@ pub(crate) fn range_hash<S: NodeSource>(
     for peak in peaks[..count - 1].iter().rev() {
         acc = node_hash(peak, &acc);
     }
+    src.remember_range(start, end, acc);
     Ok(acc)
 }
 
@@ -73,22 +90,21 @@ pub(crate) fn inclusion_path<S: NodeSource>(
     size: u64,
 ) -> Result<Vec<Hash>, S::Error> {
     debug_assert!(index < size);
-    let mut top_down = Vec::with_capacity(64);
+    let mut ranges = Vec::with_capacity(64);
     let (mut m, mut start, mut n) = (index, 0u64, size);
     while n > 1 {
         let k = split_point(n);
         if m < k {
-            top_down.push(range_hash(src, start + k, start + n)?);
+            ranges.push((start + k, start + n));
             n = k;
         } else {
-            top_down.push(range_hash(src, start, start + k)?);
+            ranges.push((start, start + k));
             m -= k;
             start += k;
             n -= k;
         }
     }
-    top_down.reverse();
-    Ok(top_down)
+    hash_ranges(src, &ranges)
 }
 
 /// RFC 6962 PROOF(m, D[0:n]) for 0 < m < n, in RFC 9162 order.
@@ -98,31 +114,39 @@ pub(crate) fn consistency_path<S: NodeSource>(
     new_size: u64,
 ) -> Result<Vec<Hash>, S::Error> {
     debug_assert!(0 < old_size && old_size < new_size);
-    let mut top_down = Vec::with_capacity(64);
+    let mut ranges = Vec::with_capacity(64);
     let (mut m, mut start, mut n, mut whole) = (old_size, 0u64, new_size, true);
     loop {
         if m == n {
             // SUBPROOF's base case: the old tree's own subtree is needed unless it is the
             // whole old tree, which the verifier already knows.
             if !whole {
-                top_down.push(range_hash(src, start, start + n)?);
+                ranges.push((start, start + n));
             }
             break;
         }
         let k = split_point(n);
         if m <= k {
-            top_down.push(range_hash(src, start + k, start + n)?);
+            ranges.push((start + k, start + n));
             n = k;
         } else {
-            top_down.push(range_hash(src, start, start + k)?);
+            ranges.push((start, start + k));
             m -= k;
             start += k;
             n -= k;
             whole = false;
         }
     }
-    top_down.reverse();
-    Ok(top_down)
+    hash_ranges(src, &ranges)
+}
+
+/// Hashes of proof ranges given top-down, returned bottom-up (RFC 9162 order).
+fn hash_ranges<S: NodeSource>(src: &mut S, top_down: &[(u64, u64)]) -> Result<Vec<Hash>, S::Error> {
+    top_down
+        .iter()
+        .rev()
+        .map(|&(start, end)| range_hash(src, start, end))
+        .collect()
 }
 
 /// Verifies an inclusion proof (RFC 9162 section 2.1.3.2).

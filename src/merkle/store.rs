@@ -5,13 +5,14 @@ use super::hash::{empty_root, node_hash, Hash};
 use super::proof::{self, NodeSource};
 use super::tile::{self, TileId, TILE_BYTES, TILE_HEIGHT, TILE_WIDTH};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBPinnableSlice, Options,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBPinnableSlice,
+    MemtableFactory, Options, SliceTransform,
     WriteBatch, DB,
 };
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use thiserror::Error;
 
 /// Column family holding the tiles of perfect-subtree hashes.
@@ -90,6 +91,10 @@ pub struct MerkleStore {
     /// The right-edge tile of every tile level, kept in memory so appends never read
     /// RocksDB. `None` after a failed write: reloaded from disk on the next append.
     edge: Mutex<Option<Edge>>,
+    /// Tiles above the bottom level, which nearly every proof and root touches.
+    upper: TileCache,
+    /// Hashes of right-edge ranges (not perfect subtrees) computed for recent proofs.
+    ranges: RangeCache,
 }
 
 impl MerkleStore {
@@ -108,20 +113,42 @@ impl MerkleStore {
             // Hashes do not compress.
             o.set_compression_type(DBCompressionType::None);
             o.set_block_based_table_factory(table);
-            ColumnFamilyDescriptor::new(name, o)
+            o
         };
+        let mut index_opts = cf(CF_LEAF_INDEX, &index);
+        // Index keys are uniformly random hashes that are only ever looked up, never
+        // scanned: a hashed memtable (buckets by key prefix) inserts in near constant time
+        // where a single skiplist would search ~log n levels per leaf. Most lookups are for
+        // new leaves, i.e. misses, which the memtable bloom filter answers outright.
+        index_opts.set_prefix_extractor(SliceTransform::create_fixed_prefix(4));
+        index_opts.set_memtable_factory(MemtableFactory::HashSkipList {
+            bucket_count: 1 << 20,
+            height: 4,
+            branching_factor: 4,
+        });
+        index_opts.set_memtable_prefix_bloom_ratio(0.1);
+        index_opts.set_memtable_whole_key_filtering(true);
         vec![
-            cf(CF_TILES, &tiles),
-            cf(CF_LEAF_INDEX, &index),
-            cf(CF_META, &BlockBasedOptions::default()),
+            ColumnFamilyDescriptor::new(CF_TILES, cf(CF_TILES, &tiles)),
+            ColumnFamilyDescriptor::new(CF_LEAF_INDEX, index_opts),
+            ColumnFamilyDescriptor::new(CF_META, cf(CF_META, &BlockBasedOptions::default())),
         ]
+    }
+
+    /// Database-wide options the store's column families need: the hashed memtable of the
+    /// leaf index does not support concurrent memtable writes. Callers that open a shared
+    /// database start from these.
+    pub fn db_options() -> Options {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_allow_concurrent_memtable_write(false);
+        opts
     }
 
     /// Opens (or creates) a RocksDB database at `path` that holds only the tree.
     pub fn open(path: &Path) -> Result<MerkleStore, MerkleError> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
+        let opts = Self::db_options();
         let db = DB::open_cf_descriptors(&opts, path, Self::column_families())?;
         Self::new(Arc::new(db))
     }
@@ -146,6 +173,8 @@ impl MerkleStore {
             db,
             size: AtomicU64::new(size),
             edge: Mutex::new(None),
+            upper: TileCache::default(),
+            ranges: RangeCache::default(),
         })
     }
 
@@ -208,7 +237,7 @@ impl MerkleStore {
             .db
             .batched_multi_get_cf(index_cf, leaves.iter().map(|h| &h.0), false);
         let mut batch = WriteBatch::default();
-        let mut fresh: HashMap<Hash, u64> = HashMap::new();
+        let mut fresh: HashMap<Hash, u64> = HashMap::with_capacity(leaves.len());
         let mut indexes = Vec::with_capacity(leaves.len());
         let mut size = start;
         for (leaf, known) in leaves.iter().zip(known) {
@@ -218,11 +247,17 @@ impl MerkleStore {
                 indexes.push(i);
             } else {
                 fresh.insert(*leaf, size);
-                batch.put_cf(index_cf, leaf.0, size.to_be_bytes());
                 indexes.push(size);
                 edge.push_leaf(size, *leaf, &mut batch, tiles_cf);
                 size += 1;
             }
+        }
+        // Index keys are random hashes; inserting them in key order lets the memtable reuse
+        // its position between inserts instead of searching from the top each time.
+        let mut fresh: Vec<(Hash, u64)> = fresh.into_iter().collect();
+        fresh.sort_unstable();
+        for (leaf, i) in fresh {
+            batch.put_cf(index_cf, leaf.0, i.to_be_bytes());
         }
         edge.flush(&mut batch, tiles_cf);
         batch.put_cf(self.cf(CF_META)?, KEY_SIZE, size.to_be_bytes());
@@ -468,31 +503,139 @@ impl Edge {
     }
 }
 
+/// Most upper-level tiles kept in memory: 8192 tiles of at most 16 KiB, enough for every
+/// upper tile of a tree of half a billion leaves.
+const UPPER_CACHE_TILES: usize = 8192;
+
+/// Tiles of tile-level 1 and above, shared by all readers. A cached tile may be a shorter
+/// prefix than the one on disk; a node is served from it only if it was complete at the
+/// cached width, since the hashes of complete nodes never change.
+#[derive(Default)]
+struct TileCache {
+    tiles: RwLock<HashMap<(u8, u64), Arc<[u8]>>>,
+}
+
+impl TileCache {
+    fn get(&self, id: TileId) -> Option<Arc<[u8]>> {
+        let tiles = self.tiles.read().unwrap_or_else(|e| e.into_inner());
+        tiles.get(&(id.level, id.index)).cloned()
+    }
+
+    fn put(&self, id: TileId, bytes: Arc<[u8]>) {
+        let mut tiles = self.tiles.write().unwrap_or_else(|e| e.into_inner());
+        if tiles.len() < UPPER_CACHE_TILES || tiles.contains_key(&(id.level, id.index)) {
+            tiles.insert((id.level, id.index), bytes);
+        }
+    }
+}
+
+/// Most right-edge range hashes remembered before the memo starts over.
+const RANGE_CACHE_ENTRIES: usize = 4096;
+
+/// Memo of right-edge range hashes. A range `[start, end)` of leaves has one hash forever,
+/// so entries never go stale; the map is simply cleared when it fills.
+#[derive(Default)]
+struct RangeCache {
+    ranges: RwLock<HashMap<(u64, u64), Hash>>,
+}
+
+impl RangeCache {
+    fn get(&self, start: u64, end: u64) -> Option<Hash> {
+        let ranges = self.ranges.read().unwrap_or_else(|e| e.into_inner());
+        ranges.get(&(start, end)).copied()
+    }
+
+    fn put(&self, start: u64, end: u64, hash: Hash) {
+        let mut ranges = self.ranges.write().unwrap_or_else(|e| e.into_inner());
+        if ranges.len() >= RANGE_CACHE_ENTRIES {
+            ranges.clear();
+        }
+        ranges.insert((start, end), hash);
+    }
+}
+
+/// True if the node at `slot` is complete in a stored tile of `len` bytes.
+fn complete_in(slot: usize, len: usize) -> bool {
+    let width = (len / Hash::LEN).div_ceil(2) as u64;
+    let (local, k) = tile::slot_position(slot);
+    (k + 1) << local <= width
+}
+
 /// Reads perfect-subtree hashes for one proof or root, fetching each tile once.
 struct TileReader<'a> {
     store: &'a MerkleStore,
-    tiles: Vec<(TileId, DBPinnableSlice<'a>)>,
+    tiles: Vec<(TileId, TileBytes<'a>)>,
+}
+
+enum TileBytes<'a> {
+    Pinned(DBPinnableSlice<'a>),
+    Shared(Arc<[u8]>),
+}
+
+impl TileBytes<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            TileBytes::Pinned(p) => p,
+            TileBytes::Shared(s) => s,
+        }
+    }
+}
+
+impl<'a> TileReader<'a> {
+    fn fetch(&mut self, id: TileId, slot: usize) -> Result<TileBytes<'a>, MerkleError> {
+        if id.level > 0 {
+            if let Some(cached) = self.store.upper.get(id) {
+                if complete_in(slot, cached.len()) {
+                    return Ok(TileBytes::Shared(cached));
+                }
+            }
+        }
+        let cf = self.store.cf(CF_TILES)?;
+        let pinned = self.store.db.get_pinned_cf(cf, id.key())?;
+        let Some(pinned) = pinned else {
+            return Ok(TileBytes::Shared(Arc::from(&[][..])));
+        };
+        if id.level > 0 {
+            let shared: Arc<[u8]> = Arc::from(&pinned[..]);
+            self.store.upper.put(id, shared.clone());
+            return Ok(TileBytes::Shared(shared));
+        }
+        Ok(TileBytes::Pinned(pinned))
+    }
+}
+
+impl TileReader<'_> {
+    /// The tile holding `(level, index)` and the node's slot in it.
+    fn tile_of(&mut self, level: u32, index: u64) -> Result<(&[u8], usize), MerkleError> {
+        let (id, slot) = tile::locate(level, index);
+        let pos = match self.tiles.iter().position(|(t, _)| *t == id) {
+            Some(p) => p,
+            None => {
+                let bytes = self.fetch(id, slot)?;
+                self.tiles.push((id, bytes));
+                self.tiles.len() - 1
+            }
+        };
+        Ok((self.tiles[pos].1.bytes(), slot))
+    }
 }
 
 impl NodeSource for TileReader<'_> {
     type Error = MerkleError;
 
     fn node(&mut self, level: u32, index: u64) -> Result<Hash, MerkleError> {
-        let (id, slot) = tile::locate(level, index);
-        let damaged = MerkleError::Damaged { level, index };
-        let pos = match self.tiles.iter().position(|(t, _)| *t == id) {
-            Some(p) => p,
-            None => {
-                let cf = self.store.cf(CF_TILES)?;
-                let bytes = self.store.db.get_pinned_cf(cf, id.key())?.ok_or(damaged)?;
-                self.tiles.push((id, bytes));
-                self.tiles.len() - 1
-            }
-        };
-        let bytes = &self.tiles[pos].1;
-        bytes
-            .get(slot * Hash::LEN..(slot + 1) * Hash::LEN)
-            .and_then(Hash::from_slice)
-            .ok_or(MerkleError::Damaged { level, index })
+        let (bytes, slot) = self.tile_of(level, index)?;
+        if !complete_in(slot, bytes.len()) {
+            return Err(MerkleError::Damaged { level, index });
+        }
+        Ok(Hash::from_slice(&bytes[slot * Hash::LEN..(slot + 1) * Hash::LEN]).expect("32 bytes"))
+    }
+
+    fn cached_range(&mut self, start: u64, end: u64) -> Option<Hash> {
+        self.store.ranges.get(start, end)
+    }
+
+    fn remember_range(&mut self, start: u64, end: u64, hash: Hash) {
+        self.store.ranges.put(start, end, hash);
     }
 }

@@ -60,6 +60,12 @@ pub(crate) fn slot(local: u32, k: u64) -> usize {
     ((k << (local + 1)) + (1u64 << local) - 1) as usize
 }
 
+/// Inverse of [`slot`]: the local level and position of the node at an in-order slot.
+pub(crate) fn slot_position(slot: usize) -> (u32, u64) {
+    let local = (slot + 1).trailing_zeros();
+    (local, (slot as u64) >> (local + 1))
+}
+
 /// Number of slots in a stored tile whose first `width` base hashes exist.
 pub(crate) fn stored_slots(width: u64) -> usize {
     debug_assert!((1..=TILE_WIDTH).contains(&width));
@@ -81,6 +87,15 @@ mod tests {
             }
         }
         assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn slot_position_inverts_slot() {
+        for local in 0..=TILE_HEIGHT {
+            for k in 0..(TILE_WIDTH >> local) {
+                assert_eq!(slot_position(slot(local, k)), (local, k));
+            }
+        }
     }
 
     #[test]
