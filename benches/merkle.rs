@@ -25,7 +25,10 @@ fn filled(n: u64) -> (tempfile::TempDir, MerkleStore) {
     // Steady state: a long-running log holds nearly all tiles in table files, not in the
     // memtable, so measure reads from there (block cache, pinned, no copy).
     for cf in [CF_TILES, CF_LEAF_INDEX, CF_META] {
-        store.db().flush_cf(store.db().cf_handle(cf).unwrap()).unwrap();
+        store
+            .db()
+            .flush_cf(store.db().cf_handle(cf).unwrap())
+            .unwrap();
     }
     (dir, store)
 }

@@ -6,8 +6,7 @@ use super::proof::{self, NodeSource};
 use super::tile::{self, TileId, TILE_BYTES, TILE_HEIGHT, TILE_WIDTH};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBPinnableSlice,
-    MemtableFactory, Options, SliceTransform,
-    WriteBatch, DB,
+    MemtableFactory, Options, SliceTransform, WriteBatch, DB,
 };
 use std::collections::HashMap;
 use std::path::Path;
