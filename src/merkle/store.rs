@@ -107,14 +107,14 @@ impl MerkleStore {
         let mut index = BlockBasedOptions::default();
         index.set_block_cache(&cache);
         index.set_bloom_filter(10.0, false);
-        let cf = |name: &str, table: &BlockBasedOptions| {
+        let cf = |table: &BlockBasedOptions| {
             let mut o = Options::default();
             // Hashes do not compress.
             o.set_compression_type(DBCompressionType::None);
             o.set_block_based_table_factory(table);
             o
         };
-        let mut index_opts = cf(CF_LEAF_INDEX, &index);
+        let mut index_opts = cf(&index);
         // Index keys are uniformly random hashes that are only ever looked up, never
         // scanned: a hashed memtable (buckets by key prefix) inserts in near constant time
         // where a single skiplist would search ~log n levels per leaf. Most lookups are for
@@ -128,9 +128,9 @@ impl MerkleStore {
         index_opts.set_memtable_prefix_bloom_ratio(0.1);
         index_opts.set_memtable_whole_key_filtering(true);
         vec![
-            ColumnFamilyDescriptor::new(CF_TILES, cf(CF_TILES, &tiles)),
+            ColumnFamilyDescriptor::new(CF_TILES, cf(&tiles)),
             ColumnFamilyDescriptor::new(CF_LEAF_INDEX, index_opts),
-            ColumnFamilyDescriptor::new(CF_META, cf(CF_META, &BlockBasedOptions::default())),
+            ColumnFamilyDescriptor::new(CF_META, cf(&BlockBasedOptions::default())),
         ]
     }
 
@@ -511,8 +511,11 @@ const UPPER_CACHE_TILES: usize = 8192;
 /// cached width, since the hashes of complete nodes never change.
 #[derive(Default)]
 struct TileCache {
-    tiles: RwLock<HashMap<(u8, u64), Arc<[u8]>>>,
+    tiles: RwLock<HashMap<TileKey, Arc<[u8]>>>,
 }
+
+/// Tile level and index.
+type TileKey = (u8, u64);
 
 impl TileCache {
     fn get(&self, id: TileId) -> Option<Arc<[u8]>> {
