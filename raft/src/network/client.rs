@@ -1,0 +1,266 @@
+//! The client side openraft uses to reach peers: one cached channel per peer, a deadline
+//! on every call, and snapshot files streamed in chunks.
+
+use super::pb::{self, raft_client::RaftClient, snapshot_chunk, SnapshotChunk};
+use super::tls::TlsFiles;
+use super::{MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::log_store::{decode, encode};
+use crate::snapshot::SnapshotDir;
+use crate::types::err::{NetworkError, RpcError, StreamingError, Unreachable};
+use crate::types::msg::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use crate::types::{NodeId, Peer, Snapshot, TypeConfig, Vote};
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::errors::ReplicationClosed;
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+/// Creates per-peer clients for openraft, caching one channel per peer address.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    tls: Arc<TlsFiles>,
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+}
+
+impl NetworkFactory {
+    /// A factory that authenticates with `tls`.
+    pub fn new(tls: Arc<TlsFiles>) -> NetworkFactory {
+        NetworkFactory {
+            tls,
+            channels: Arc::default(),
+        }
+    }
+
+    /// The cached channel to `target` at `addr`, created lazily (no connection attempt here).
+    pub fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((a, ch)) = map.get(&target) {
+            if a == addr {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = connect_lazy(&self.tls, target, addr)?;
+        map.insert(target, (addr.to_string(), ch.clone()));
+        Ok(ch)
+    }
+}
+
+/// A lazily connecting mutual-TLS channel to node `target` at `addr`.
+pub fn connect_lazy(tls: &TlsFiles, target: NodeId, addr: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .tls_config(tls.client(target))
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> PeerClient {
+        PeerClient {
+            target,
+            client: self.channel(target, &node.raft_addr).map(|ch| {
+                RaftClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            }),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+fn status_to_rpc(s: tonic::Status) -> RpcError {
+    match s.code() {
+        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Unknown => {
+            RpcError::Unreachable(Unreachable::from_string(s.to_string()))
+        }
+        _ => RpcError::Network(NetworkError::from_string(s.to_string())),
+    }
+}
+
+fn decode_rpc<T: serde::de::DeserializeOwned>(p: pb::Payload) -> Result<T, RpcError> {
+    decode(&p.data).map_err(|e| RpcError::Network(NetworkError::new(&e)))
+}
+
+fn payload<T: serde::Serialize>(v: &T) -> Result<pb::Payload, RpcError> {
+    Ok(pb::Payload {
+        data: encode(v).map_err(|e| RpcError::Network(NetworkError::new(&e)))?,
+    })
+}
+
+fn with_deadline<T>(msg: T, ttl: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(ttl);
+    r
+}
+
+impl PeerClient {
+    fn client(&self) -> Result<RaftClient<Channel>, RpcError> {
+        self.client
+            .clone()
+            .map_err(|e| RpcError::Unreachable(Unreachable::from_string(e)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotDir;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RpcError> {
+        let req = with_deadline(payload(&rpc)?, option.hard_ttl());
+        let resp = self
+            .client()?
+            .append_entries(req)
+            .await
+            .map_err(status_to_rpc)?;
+        decode_rpc(resp.into_inner())
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RpcError>>, RpcError>>
+    where
+        S: Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            // Encoding an openraft message into postcard cannot fail; a request that did
+            // would end the stream, and openraft reconnects.
+            let requests = tokio_stream::StreamExt::map_while(input, |r| {
+                encode(&r).ok().map(|data| pb::Payload { data })
+            });
+            let responses = client
+                .stream_append(requests)
+                .await
+                .map_err(status_to_rpc)?
+                .into_inner();
+            let out = responses.map(|item| {
+                let p = item.map_err(status_to_rpc)?;
+                decode_rpc::<StreamAppendResult>(p)
+            });
+            Ok(Box::pin(out) as BoxStream<'s, _>)
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RpcError> {
+        let req = with_deadline(payload(&rpc)?, option.hard_ttl());
+        let resp = self.client()?.vote(req).await.map_err(status_to_rpc)?;
+        decode_rpc(resp.into_inner())
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse, RpcError> {
+        let req = with_deadline(payload(&req)?, option.hard_ttl());
+        let resp = self
+            .client()?
+            .transfer_leader(req)
+            .await
+            .map_err(status_to_rpc)?;
+        decode_rpc(resp.into_inner())
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError> {
+        let mut client = self.client()?;
+        let header = SnapshotChunk {
+            item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
+                vote: encode(&vote).map_err(|e| NetworkError::new(&e))?,
+                meta: encode(&snapshot.meta).map_err(|e| NetworkError::new(&e))?,
+            })),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
+        // The sender runs before the call is awaited: a client-streaming call only
+        // completes once its request stream has ended.
+        let dir = snapshot.snapshot.clone();
+        let reader = tokio::task::spawn_blocking(move || send_files(&dir, header, &tx));
+        let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        req.set_timeout(option.hard_ttl());
+        let target = self.target;
+        let call = client.install_snapshot(req);
+        let resp = tokio::select! {
+            r = call => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let read_result = reader.await.map_err(|e| NetworkError::new(&e))?;
+        let resp = resp.map_err(|s| match status_to_rpc(s) {
+            RpcError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        })?;
+        read_result.map_err(|e| NetworkError::new(&e))?;
+        tracing::info!(target, "snapshot sent");
+        decode(&resp.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
+
+/// Reads the snapshot's files and queues them as chunks after the header.
+fn send_files(
+    dir: &SnapshotDir,
+    header: SnapshotChunk,
+    tx: &tokio::sync::mpsc::Sender<SnapshotChunk>,
+) -> std::io::Result<()> {
+    let closed = || std::io::Error::other("snapshot receiver closed");
+    tx.blocking_send(header).map_err(|_| closed())?;
+    for (name, _) in dir.files()? {
+        let mut f = std::fs::File::open(dir.db_dir().join(&name))?;
+        let mut offset = 0u64;
+        loop {
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            let n = f.read(&mut buf)?;
+            // Empty files are sent as one empty chunk so the receiver creates them.
+            if n == 0 && offset > 0 {
+                break;
+            }
+            buf.truncate(n);
+            let chunk = SnapshotChunk {
+                item: Some(snapshot_chunk::Item::Chunk(pb::FileChunk {
+                    name: name.clone(),
+                    offset,
+                    data: buf,
+                })),
+            };
+            tx.blocking_send(chunk).map_err(|_| closed())?;
+            offset += n as u64;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! The gRPC services a node serves to its peers and to operators: Raft messages (checked
+//! against the sender's certificate, then handed to openraft) and admin calls.
+
+use super::pb::{
+    self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply, NodeStatus,
+    ProposeReply, ProposeRequest, RemoveNodeRequest, SnapshotChunk, StatusRequest,
+};
+use super::tls::check_peer;
+use crate::log_store::{decode, encode};
+use crate::node::{NodeHandle, WriteError};
+use crate::snapshot::{sync_dir_tree, valid_file_name, SnapshotDir};
+use crate::types::msg::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use crate::types::{Command, NodeId, Peer, Snapshot, SnapshotMeta, Vote};
+use futures::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tonic::{Request, Response, Status, Streaming};
+
+fn bad(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed {what}: {e}"))
+}
+
+fn fatal(e: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!("raft node stopped: {e}"))
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Response<pb::Payload>, Status> {
+    Ok(Response::new(pb::Payload {
+        data: encode(v).map_err(|e| Status::internal(e.to_string()))?,
+    }))
+}
+
+/// Raft RPCs from peers.
+pub struct RaftService {
+    node: NodeHandle,
+}
+
+impl RaftService {
+    /// Serves the Raft RPCs of `node`.
+    pub fn new(node: NodeHandle) -> RaftService {
+        RaftService { node }
+    }
+}
+
+type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<pb::Payload>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let rpc: AppendEntriesRequest =
+            decode(&req.get_ref().data).map_err(|e| bad("append request", e))?;
+        check_peer(&req, rpc.vote.leader_id.node_id)?;
+        let resp = self.node.raft().append_entries(rpc).await.map_err(fatal)?;
+        reply(&resp)
+    }
+
+    type StreamAppendStream = ResultStream<pb::Payload>;
+
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<pb::Payload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // The sender must be one node for the whole stream: the certificate's node.
+        let certified = Arc::new(Mutex::new(None::<NodeId>));
+        let rejected = Arc::new(Mutex::new(None::<Status>));
+        let peer_req = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
+        let (r2, c2) = (rejected.clone(), certified.clone());
+        let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
+            let checked = item
+                .map_err(|s| bad("append stream", s))
+                .and_then(|p| {
+                    decode::<AppendEntriesRequest>(&p.data).map_err(|e| bad("append request", e))
+                })
+                .and_then(|rpc| {
+                    let sender = rpc.vote.leader_id.node_id;
+                    let mut known = c2.lock().unwrap_or_else(|e| e.into_inner());
+                    if *known != Some(sender) {
+                        check_peer(&peer_req, sender)?;
+                        *known = Some(sender);
+                    }
+                    Ok(rpc)
+                });
+            match checked {
+                Ok(rpc) => Some(rpc),
+                Err(s) => {
+                    *r2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                    None
+                }
+            }
+        });
+        let results = self.node.raft().stream_append(input);
+        let out = results
+            .map(|r| match r {
+                Ok(res) => encode(&res)
+                    .map(|data| pb::Payload { data })
+                    .map_err(|e| Status::internal(e.to_string())),
+                Err(e) => Err(fatal(e)),
+            })
+            .chain(
+                futures::stream::once(async move {
+                    rejected.lock().unwrap_or_else(|e| e.into_inner()).take()
+                })
+                .filter_map(|s| async move { s.map(Err) }),
+            );
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
+        let rpc: VoteRequest = decode(&req.get_ref().data).map_err(|e| bad("vote request", e))?;
+        check_peer(&req, rpc.vote.leader_id.node_id)?;
+        let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
+        reply(&resp)
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::Payload>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let rpc: TransferLeaderRequest =
+            decode(&req.get_ref().data).map_err(|e| bad("transfer request", e))?;
+        check_peer(&req, rpc.from_leader().leader_id.node_id)?;
+        let resp = self
+            .node
+            .raft()
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(fatal)?;
+        reply(&resp)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<pb::Payload>, Status> {
+        let peer_req = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
+        let mut stream = req.into_inner();
+        let header = match stream.message().await? {
+            Some(SnapshotChunk {
+                item: Some(snapshot_chunk::Item::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "snapshot stream must start with a header",
+                ))
+            }
+        };
+        let vote: Vote = decode(&header.vote).map_err(|e| bad("snapshot vote", e))?;
+        let meta: SnapshotMeta = decode(&header.meta).map_err(|e| bad("snapshot meta", e))?;
+        check_peer(&peer_req, vote.leader_id.node_id)?;
+
+        let dir = self
+            .node
+            .state_machine()
+            .new_incoming_snapshot_dir()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let received = receive_files(&mut stream, &dir).await;
+        if let Err(s) = received {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(s);
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotDir { path: dir },
+        };
+        tracing::info!(
+            from = vote.leader_id.node_id,
+            "snapshot received; installing"
+        );
+        let resp = self
+            .node
+            .raft()
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(fatal)?;
+        reply(&resp)
+    }
+}
+
+/// Writes chunks into `dir/db/`, checking names and offsets; syncs everything at the end.
+async fn receive_files(
+    stream: &mut Streaming<SnapshotChunk>,
+    dir: &std::path::Path,
+) -> Result<(), Status> {
+    let db = dir.join("db");
+    let mut files: HashMap<String, (std::fs::File, u64)> = HashMap::new();
+    while let Some(msg) = stream.message().await? {
+        let Some(snapshot_chunk::Item::Chunk(c)) = msg.item else {
+            return Err(Status::invalid_argument(
+                "unexpected message in snapshot stream",
+            ));
+        };
+        if !valid_file_name(&c.name) {
+            return Err(Status::invalid_argument(format!(
+                "invalid file name in snapshot: {:?}",
+                c.name
+            )));
+        }
+        let entry = match files.entry(c.name.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let f = std::fs::File::create(db.join(&c.name))
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                v.insert((f, 0))
+            }
+        };
+        if c.offset != entry.1 {
+            return Err(Status::invalid_argument(format!(
+                "snapshot file {} chunk at offset {} but {} bytes received",
+                c.name, c.offset, entry.1
+            )));
+        }
+        entry
+            .0
+            .write_all(&c.data)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        entry.1 += c.data.len() as u64;
+    }
+    if !files.contains_key("CURRENT") {
+        return Err(Status::invalid_argument(
+            "snapshot has no CURRENT file: truncated",
+        ));
+    }
+    drop(files);
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || sync_dir_tree(&dir))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Operator and application calls.
+pub struct AdminService {
+    node: NodeHandle,
+}
+
+impl AdminService {
+    /// Serves the admin calls of `node`.
+    pub fn new(node: NodeHandle) -> AdminService {
+        AdminService { node }
+    }
+}
+
+fn not_leader(leader: Option<(NodeId, Option<Peer>)>) -> Status {
+    let mut s = Status::failed_precondition(match &leader {
+        Some((id, Some(p))) => {
+            format!("not the leader; the leader is node {id} at {}", p.raft_addr)
+        }
+        Some((id, None)) => format!("not the leader; the leader is node {id}"),
+        None => "not the leader; no leader is known".to_string(),
+    });
+    if let Some((id, p)) = leader {
+        if let Ok(v) = id.to_string().parse() {
+            s.metadata_mut().insert("quorumlog-leader-id", v);
+        }
+        if let Some(Ok(v)) = p.map(|p| p.raft_addr.parse()) {
+            s.metadata_mut().insert("quorumlog-leader-addr", v);
+        }
+    }
+    s
+}
+
+fn write_status(e: WriteError) -> Status {
+    match e {
+        WriteError::NotLeader { leader } => not_leader(leader),
+        WriteError::Rejected(m) => Status::failed_precondition(m),
+        WriteError::Stopped(m) => Status::unavailable(m),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<NodeStatus>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+
+    async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<AdminReply>, Status> {
+        let r = req.into_inner();
+        let peer = Peer {
+            raft_addr: r.raft_addr,
+            api_addr: r.api_addr,
+        };
+        let msg = self.node.add_node(r.id, peer).await.map_err(write_status)?;
+        Ok(Response::new(AdminReply { message: msg }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<AdminReply>, Status> {
+        let msg = self
+            .node
+            .remove_node(req.into_inner().id)
+            .await
+            .map_err(write_status)?;
+        Ok(Response::new(AdminReply { message: msg }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<AdminReply>, Status> {
+        let msg = self
+            .node
+            .transfer_leader(req.into_inner().to)
+            .await
+            .map_err(write_status)?;
+        Ok(Response::new(AdminReply { message: msg }))
+    }
+
+    async fn propose(
+        &self,
+        req: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let command = Command(req.into_inner().command);
+        let result = match self.node.proposer() {
+            Some(p) => p(command).await,
+            None => self.node.client_write(command).await,
+        }
+        .map_err(write_status)?;
+        Ok(Response::new(ProposeReply { result: result.0 }))
+    }
+}

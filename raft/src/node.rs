@@ -1,0 +1,348 @@
+//! A running Raft node: storage, openraft, and the gRPC server, plus the operations the
+//! admin service and the application call (propose, membership, leadership, status).
+
+use crate::log_store::LogStore;
+use crate::network::client::NetworkFactory;
+use crate::network::pb::{admin_server::AdminServer, raft_server::RaftServer, Member, NodeStatus};
+use crate::network::server::{AdminService, RaftService};
+use crate::network::tls::{install_crypto_provider, TlsFiles};
+use crate::network::MAX_MESSAGE_BYTES;
+use crate::state_machine::{Application, StateMachine};
+use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig, ServerState};
+use futures::future::BoxFuture;
+use openraft::async_runtime::WatchReceiver;
+use openraft::ChangeMembers;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+/// Why a write (proposal or membership change) did not happen.
+#[derive(Debug, Error, Clone)]
+pub enum WriteError {
+    /// This node is not the leader; the leader, if known.
+    #[error("not the leader")]
+    NotLeader {
+        /// Leader id and address, if known.
+        leader: Option<(NodeId, Option<Peer>)>,
+    },
+    /// The request was refused (for example a membership change already in progress).
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The Raft node has stopped.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a node could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// Storage could not be opened.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    /// The Raft configuration is invalid.
+    #[error("raft configuration: {0}")]
+    Config(String),
+    /// openraft failed to start or initialise.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The gRPC listener could not be set up.
+    #[error("gRPC server: {0}")]
+    Server(String),
+}
+
+/// A proposal path the application installs (e.g. group commit) for the admin `Propose`.
+pub type ProposeFn =
+    Arc<dyn Fn(Command) -> BoxFuture<'static, Result<CommandResult, WriteError>> + Send + Sync>;
+
+/// What a node needs to start.
+pub struct NodeOptions {
+    /// This node's id.
+    pub id: NodeId,
+    /// Where the Raft log, the state and the snapshots live.
+    pub data_dir: PathBuf,
+    /// `host:port` to listen on for gRPC (also the address peers use).
+    pub raft_addr: String,
+    /// Certificates.
+    pub tls: TlsFiles,
+    /// openraft settings.
+    pub raft: RaftConfig,
+    /// If set and the node has never been initialised, initialise a cluster of these members.
+    pub bootstrap: Option<BTreeMap<NodeId, Peer>>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    raft: Raft,
+    sm: StateMachine,
+    proposer: OnceLock<ProposeFn>,
+}
+
+/// A cheap handle to a running node.
+#[derive(Clone)]
+pub struct NodeHandle(Arc<NodeInner>);
+
+fn write_error(e: crate::types::err::ClientWriteError) -> WriteError {
+    if let Some(f) = e.forward_to_leader() {
+        return WriteError::NotLeader {
+            leader: f.leader_id.map(|id| (id, f.leader_node.clone())),
+        };
+    }
+    match e {
+        openraft::errors::RaftError::Fatal(f) => WriteError::Stopped(f.to_string()),
+        other => WriteError::Rejected(other.to_string()),
+    }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.0.id
+    }
+
+    /// The openraft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.0.raft
+    }
+
+    /// Installs the application's proposal path used by the admin `Propose` call.
+    pub fn set_proposer(&self, p: ProposeFn) {
+        let _ = self.0.proposer.set(p);
+    }
+
+    pub(crate) fn state_machine(&self) -> &StateMachine {
+        &self.0.sm
+    }
+
+    pub(crate) fn proposer(&self) -> Option<ProposeFn> {
+        self.0.proposer.get().cloned()
+    }
+
+    /// Replicates one command; returns the application's result once it is committed and
+    /// applied on this (leader) node.
+    pub async fn client_write(&self, command: Command) -> Result<CommandResult, WriteError> {
+        self.0
+            .raft
+            .client_write(command)
+            .await
+            .map(|r| r.data)
+            .map_err(write_error)
+    }
+
+    /// The current leader and its address, if known.
+    pub fn leader(&self) -> Option<(NodeId, Option<Peer>)> {
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        m.current_leader.map(|id| {
+            let peer = m.membership_config.membership().get_node(&id).cloned();
+            (id, peer)
+        })
+    }
+
+    fn require_leader(&self) -> Result<(), WriteError> {
+        if self.0.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(WriteError::NotLeader {
+                leader: self.leader(),
+            })
+        }
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        NodeStatus {
+            id: self.0.id,
+            role: format!("{:?}", m.state).to_lowercase(),
+            term: m.current_term,
+            leader: m.current_leader,
+            committed_index: m.local_committed.map(|l| l.index),
+            applied_index: m.last_applied.map(|l| l.index),
+            last_log_index: m.last_log_index,
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            app: self.0.sm.summary(),
+            members: membership
+                .nodes()
+                .map(|(id, p)| Member {
+                    id: *id,
+                    raft_addr: p.raft_addr.clone(),
+                    api_addr: p.api_addr.clone(),
+                    voter: voters.contains(id),
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds a node: as a learner first (waiting until it has caught up, by snapshot if
+    /// needed), then as a voter.
+    pub async fn add_node(&self, id: NodeId, peer: Peer) -> Result<String, WriteError> {
+        self.require_leader()?;
+        tracing::info!(node = id, addr = %peer.raft_addr, "adding learner");
+        self.0
+            .raft
+            .add_learner(id, peer, true)
+            .await
+            .map_err(write_error)?;
+        tracing::info!(node = id, "promoting to voter");
+        self.0
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(write_error)?;
+        Ok(format!("node {id} added as a voter"))
+    }
+
+    /// Removes a node from the voters and from the cluster.
+    pub async fn remove_node(&self, id: NodeId) -> Result<String, WriteError> {
+        self.require_leader()?;
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(WriteError::Rejected(format!("node {id} is not a member")));
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            self.0
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_error)?;
+        }
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        if m.membership_config.membership().get_node(&id).is_some() {
+            self.0
+                .raft
+                .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(format!("node {id} removed"))
+    }
+
+    /// Moves leadership to `to` and waits (up to 10 s) until it has taken over.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<String, WriteError> {
+        self.require_leader()?;
+        if to == self.0.id {
+            return Ok(format!("node {to} is already the leader"));
+        }
+        self.0
+            .raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| WriteError::Stopped(e.to_string()))?;
+        self.0
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(to, "leadership transfer")
+            .await
+            .map_err(|e| WriteError::Rejected(e.to_string()))?;
+        Ok(format!("node {to} is now the leader"))
+    }
+}
+
+/// A running node. Dropping it does not stop it; call [`Node::shutdown`].
+pub struct Node {
+    handle: NodeHandle,
+    stop_server: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Opens storage, starts openraft and the gRPC server, and bootstraps the cluster if
+    /// asked to and never initialised.
+    pub async fn start(opts: NodeOptions, app: Arc<dyn Application>) -> Result<Node, StartError> {
+        install_crypto_provider();
+        std::fs::create_dir_all(&opts.data_dir)?;
+        let log = LogStore::open(&opts.data_dir.join("raft-log"))?;
+        let sm = StateMachine::open(&opts.data_dir, app)?;
+        let config = Arc::new(
+            opts.raft
+                .validate()
+                .map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let tls = Arc::new(opts.tls);
+        let network = NetworkFactory::new(tls.clone());
+        let raft = Raft::new(opts.id, config, network, log, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let handle = NodeHandle(Arc::new(NodeInner {
+            id: opts.id,
+            raft: raft.clone(),
+            sm,
+            proposer: OnceLock::new(),
+        }));
+
+        let listener = TcpListener::bind(&opts.raft_addr)
+            .await
+            .map_err(|e| StartError::Server(format!("bind {}: {e}", opts.raft_addr)))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = Server::builder()
+            .tls_config(tls.server())
+            .map_err(|e| StartError::Server(e.to_string()))?
+            .add_service(
+                RaftServer::new(RaftService::new(handle.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdminServer::new(AdminService::new(handle.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            );
+        let server = tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener);
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+
+        if let Some(members) = opts.bootstrap {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            if !initialized {
+                tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialising cluster");
+                raft.initialize(members)
+                    .await
+                    .map_err(|e| StartError::Raft(e.to_string()))?;
+            }
+        }
+        Ok(Node {
+            handle,
+            stop_server: Some(stop_tx),
+            server,
+        })
+    }
+
+    /// A handle for the application and the admin API.
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// Stops the gRPC server and openraft.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.server).await;
+        if let Err(e) = self.handle.0.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// Whether `state` is the leader state (re-exported for status displays).
+    pub fn is_leader_state(state: ServerState) -> bool {
+        state == ServerState::Leader
+    }
+}
