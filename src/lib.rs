@@ -2,7 +2,14 @@
 //!
 //! - [`merkle`]: the RFC 6962 tree stored in RocksDB, with proofs at any size.
 //! - [`sigsum`]: the Sigsum v1 wire formats, signatures, checkpoints and cosignatures.
+//! - [`replicated`]: the log's replicated state (leaf batches applied to the tree) and
+//!   group commit on the leader; replication itself is the `quorumlog-raft` crate.
+//! - [`config`]: a node's configuration file.
+//! - [`cli`]: the `quorumlog` command.
 #![warn(missing_docs)]
 
+pub mod cli;
+pub mod config;
 pub mod merkle;
+pub mod replicated;
 pub mod sigsum;

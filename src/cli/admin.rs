@@ -1,0 +1,200 @@
+//! `admin`: status, membership and leadership operations over the admin gRPC service,
+//! authenticated with the certificate of the node whose config is given.
+
+use crate::config::NodeConfig;
+use anyhow::{anyhow, Context};
+use clap::Subcommand;
+use quorumlog_raft::network::client::connect_lazy;
+use quorumlog_raft::network::pb::admin_client::AdminClient;
+use quorumlog_raft::network::pb::{
+    AddNodeRequest, NodeStatus, RemoveNodeRequest, StatusRequest, TransferLeaderRequest,
+};
+use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
+use quorumlog_raft::network::MAX_MESSAGE_BYTES;
+use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Admin operations.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show every member's id, role, term, leader, commit/applied index and tree size.
+    Status,
+    /// Add a node: learner first, promoted to voter once it has caught up.
+    AddNode {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its gRPC address (host:port).
+        #[arg(long)]
+        raft_addr: String,
+        /// Its HTTP address (host:port).
+        #[arg(long)]
+        api_addr: String,
+    },
+    /// Remove a node from the cluster.
+    RemoveNode {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+    },
+    /// Move leadership to another voter.
+    TransferLeader {
+        /// The node that should lead.
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// An admin client to node `id` at `addr`, authenticated with the given certificates.
+pub fn connect_admin(tls: &TlsFiles, id: u64, addr: &str) -> anyhow::Result<AdminClient<Channel>> {
+    install_crypto_provider();
+    let ch = connect_lazy(tls, id, addr).map_err(|e| anyhow!(e))?;
+    Ok(AdminClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn leader_of(s: &Status) -> Option<(u64, String)> {
+    let id = s
+        .metadata()
+        .get("quorumlog-leader-id")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let addr = s
+        .metadata()
+        .get("quorumlog-leader-addr")?
+        .to_str()
+        .ok()?
+        .to_string();
+    Some((id, addr))
+}
+
+/// Runs `op` against the configured node, and once more against the leader it names if it
+/// is not the leader itself.
+async fn on_leader<T, F, Fut>(tls: &TlsFiles, cfg: &NodeConfig, op: F) -> anyhow::Result<T>
+where
+    F: Fn(AdminClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let client = connect_admin(tls, cfg.node.id, &cfg.node.raft_addr)?;
+    match op(client).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) if s.code() == Code::FailedPrecondition => match leader_of(&s) {
+            Some((id, addr)) if id != cfg.node.id => {
+                let client = connect_admin(tls, id, &addr)?;
+                op(client)
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| anyhow!("node {id}: {}", s.message()))
+            }
+            _ => Err(anyhow!("{}", s.message())),
+        },
+        Err(s) => Err(anyhow!("node {}: {}", cfg.node.id, s.message())),
+    }
+}
+
+fn print_status(rows: &[Result<NodeStatus, (u64, String)>]) {
+    println!(
+        "{:<4} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  state",
+        "id", "role", "term", "leader", "committed", "applied", "last_log", "snapshot"
+    );
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    for r in rows {
+        match r {
+            Ok(s) => println!(
+                "{:<4} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
+                s.id,
+                s.role,
+                s.term,
+                opt(s.leader),
+                opt(s.committed_index),
+                opt(s.applied_index),
+                opt(s.last_log_index),
+                opt(s.snapshot_index),
+                s.app
+            ),
+            Err((id, e)) => println!("{id:<4} unreachable: {e}"),
+        }
+    }
+}
+
+/// Runs one admin command.
+pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let tls = TlsFiles::load(
+        &cfg.path(&cfg.tls.ca_cert),
+        &cfg.path(&cfg.tls.cert),
+        &cfg.path(&cfg.tls.key),
+    )?;
+    match command {
+        AdminCommand::Status => {
+            let mut me = connect_admin(&tls, cfg.node.id, &cfg.node.raft_addr)?;
+            let mine = me
+                .status(with_timeout(StatusRequest {}))
+                .await
+                .with_context(|| format!("node {} at {}", cfg.node.id, cfg.node.raft_addr))?
+                .into_inner();
+            let mut rows = Vec::new();
+            for m in &mine.members {
+                if m.id == mine.id {
+                    rows.push(Ok(mine.clone()));
+                    continue;
+                }
+                let r = match connect_admin(&tls, m.id, &m.raft_addr) {
+                    Ok(mut c) => c
+                        .status(with_timeout(StatusRequest {}))
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| (m.id, s.message().to_string())),
+                    Err(e) => Err((m.id, e.to_string())),
+                };
+                rows.push(r);
+            }
+            if mine.members.iter().all(|m| m.id != mine.id) {
+                rows.insert(0, Ok(mine.clone()));
+            }
+            print_status(&rows);
+        }
+        AdminCommand::AddNode {
+            id,
+            raft_addr,
+            api_addr,
+        } => {
+            let reply = on_leader(&tls, &cfg, |mut c| {
+                let req = AddNodeRequest {
+                    id,
+                    raft_addr: raft_addr.clone(),
+                    api_addr: api_addr.clone(),
+                };
+                async move { c.add_node(req).await }
+            })
+            .await?;
+            println!("{}", reply.message);
+        }
+        AdminCommand::RemoveNode { id } => {
+            let reply = on_leader(&tls, &cfg, |mut c| async move {
+                c.remove_node(RemoveNodeRequest { id }).await
+            })
+            .await?;
+            println!("{}", reply.message);
+        }
+        AdminCommand::TransferLeader { to } => {
+            let reply = on_leader(&tls, &cfg, |mut c| async move {
+                c.transfer_leader(TransferLeaderRequest { to }).await
+            })
+            .await?;
+            println!("{}", reply.message);
+        }
+    }
+    Ok(())
+}
+
+fn with_timeout<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(Duration::from_secs(3));
+    r
+}

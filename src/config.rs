@@ -1,0 +1,249 @@
+//! A node's configuration file (TOML). Relative paths are resolved against the directory
+//! of the configuration file, so a cluster directory can be moved as a whole.
+
+use quorumlog_raft::types::{NodeId, Peer, RaftConfig, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// A configuration file that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// One node's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node.
+    pub node: NodeSection,
+    /// Certificates for node-to-node mutual TLS.
+    pub tls: TlsSection,
+    /// The log's identity.
+    pub log: LogSection,
+    /// The initial members, used only by the node that bootstraps the cluster.
+    #[serde(default)]
+    pub members: Vec<MemberSection>,
+    /// Group commit.
+    #[serde(default)]
+    pub batch: BatchSection,
+    /// Raft timing and log compaction.
+    #[serde(default)]
+    pub raft: RaftSection,
+    /// Directory the relative paths are resolved against (the config file's directory).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node id, unique in the cluster and never reused.
+    pub id: NodeId,
+    /// Data directory (Raft log, state, snapshots).
+    pub data_dir: PathBuf,
+    /// `host:port` of the node-to-node gRPC listener, as peers reach it.
+    pub raft_addr: String,
+    /// `host:port` of the public HTTP API.
+    pub api_addr: String,
+    /// Initialise a new cluster from `[[members]]` if this node has no Raft state yet.
+    #[serde(default)]
+    pub bootstrap: bool,
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Cluster CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// The log's Ed25519 public key, hex.
+    pub public_key: String,
+    /// The log's private key file (hex seed, mode 0600), for nodes that sign.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[[members]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// Node id.
+    pub id: NodeId,
+    /// gRPC address.
+    pub raft_addr: String,
+    /// HTTP address.
+    pub api_addr: String,
+}
+
+/// `[batch]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSection {
+    /// A Raft entry closes at this many leaves.
+    pub max_leaves: usize,
+    /// ... or this many microseconds after its first leaf.
+    pub max_delay_us: u64,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        BatchSection {
+            max_leaves: 1024,
+            max_delay_us: 1000,
+        }
+    }
+}
+
+/// `[raft]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSection {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log after a snapshot, for followers that lag a little.
+    pub keep_entries_after_snapshot: u64,
+    /// Longest a snapshot transfer to one follower may take.
+    pub snapshot_timeout_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        RaftSection {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+            snapshot_timeout_ms: 600_000,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            source: Box::new(e),
+        })?;
+        c.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        c.check()
+            .map_err(|reason| ConfigError::Invalid { path: p, reason })?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.batch.max_leaves == 0 {
+            return Err("batch.max_leaves must be at least 1".into());
+        }
+        if self.node.bootstrap && !self.members.iter().any(|m| m.id == self.node.id) {
+            return Err("a bootstrapping node must list itself in [[members]]".into());
+        }
+        Ok(())
+    }
+
+    /// A path from the file, resolved against the file's directory.
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The initial membership.
+    pub fn members(&self) -> BTreeMap<NodeId, Peer> {
+        self.members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    Peer {
+                        raft_addr: m.raft_addr.clone(),
+                        api_addr: m.api_addr.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// openraft settings derived from `[raft]`.
+    pub fn raft_config(&self) -> RaftConfig {
+        let r = &self.raft;
+        RaftConfig {
+            cluster_name: "quorumlog".into(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            install_snapshot_timeout: r.snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
+            // A follower further behind than this is sent a snapshot instead of entries.
+            replication_lag_threshold: r.snapshot_every_entries + r.keep_entries_after_snapshot,
+            // Entries can hold 1024 leaves (128 KiB); keep appends well under the gRPC limit.
+            max_payload_entries: 64,
+            purge_batch_size: 256,
+            ..RaftConfig::default()
+        }
+    }
+
+    /// Group-commit settings derived from `[batch]`.
+    pub fn batch_config(&self) -> crate::replicated::BatchConfig {
+        crate::replicated::BatchConfig {
+            max_leaves: self.batch.max_leaves,
+            max_delay: Duration::from_micros(self.batch.max_delay_us),
+        }
+    }
+}
