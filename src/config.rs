@@ -234,7 +234,6 @@ impl NodeConfig {
             replication_lag_threshold: r.snapshot_every_entries + r.keep_entries_after_snapshot,
             // Entries can hold 1024 leaves (128 KiB); keep appends well under the gRPC limit.
             max_payload_entries: 64,
-            purge_batch_size: 256,
             ..RaftConfig::default()
         }
     }

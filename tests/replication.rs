@@ -1,0 +1,429 @@
+//! Replication through real `quorumlog serve` processes on loopback: convergence under
+//! concurrent proposals, a leader killed with SIGKILL, snapshot catch-up, a node joining,
+//! and rejection of foreign certificates and malformed messages.
+
+mod support;
+
+use quorumlog_raft::network::pb::{self, snapshot_chunk, SnapshotChunk};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{leaf, Cluster};
+use tonic::Code;
+
+/// Test clusters batch for longer so that concurrent proposals visibly share entries.
+fn slow_batches(c: &str) -> String {
+    c.replace("max_delay_us = 1000", "max_delay_us = 20000")
+}
+
+/// Snapshots every 20 entries, keeping 5: logs get purged quickly.
+fn small_snapshots(c: &str) -> String {
+    c.replace(
+        "snapshot_every_entries = 10000",
+        "snapshot_every_entries = 20",
+    )
+    .replace(
+        "keep_entries_after_snapshot = 1000",
+        "keep_entries_after_snapshot = 5",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_converge_on_every_node() {
+    let mut c = Cluster::init(3, 0, slow_batches);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+
+    // A follower refuses and names the leader.
+    let err = c.propose(follower, &[leaf(0)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(
+        err.metadata()
+            .get("quorumlog-leader-id")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        leader.to_string()
+    );
+
+    let before = c.status(leader).await.unwrap().last_log_index.unwrap();
+    let c = Arc::new(c);
+    let mut tasks = Vec::new();
+    for n in 0..200u64 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            (n, c.propose(leader, &[leaf(n)]).await)
+        }));
+    }
+    let mut index_of = BTreeMap::new();
+    for t in tasks {
+        let (n, ix) = t.await.unwrap();
+        let ix = ix.unwrap();
+        assert_eq!(ix.len(), 1);
+        index_of.insert(n, ix[0]);
+    }
+    let distinct: BTreeSet<u64> = index_of.values().copied().collect();
+    assert_eq!(
+        distinct,
+        (0..200).collect(),
+        "every leaf gets its own index"
+    );
+
+    // Re-submitting a leaf is idempotent: it keeps its index and the tree does not grow.
+    assert_eq!(
+        c.propose(leader, &[leaf(17)]).await.unwrap(),
+        vec![index_of[&17]]
+    );
+
+    let summary = c.wait_converged(&[1, 2, 3], 200).await;
+    assert!(summary.contains("root="), "{summary}");
+    // Group commit: 200 concurrent single-leaf proposals took far fewer Raft entries.
+    let after = c.status(leader).await.unwrap().last_log_index.unwrap();
+    assert!(
+        after - before < 100,
+        "{} entries for 200 proposals",
+        after - before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_leaf() {
+    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let old_leader = c.leader(&[1, 2, 3]).await;
+    let c = Arc::new(Mutex::new(c));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // Writers: batches of 8 leaves to whichever node leads, retried elsewhere on error.
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = w * 1_000_000;
+            let mut via = 1;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let batch: Vec<_> = (n..n + 8).map(leaf).collect();
+                let cluster = { c.lock().unwrap().handle() };
+                match cluster.propose(via, &batch).await {
+                    Ok(_) => {
+                        acked.lock().unwrap().extend(n..n + 8);
+                        n += 8;
+                    }
+                    Err(_) => {
+                        via = via % 3 + 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let wait_acked = |at_least: usize| {
+        let acked = acked.clone();
+        async move {
+            for _ in 0..600 {
+                if acked.lock().unwrap().len() >= at_least {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("writers stalled at {} leaves", acked.lock().unwrap().len());
+        }
+    };
+    wait_acked(400).await;
+    c.lock().unwrap().kill(old_leader);
+    let survivors: Vec<u64> = (1..=3).filter(|&i| i != old_leader).collect();
+    let handle = c.lock().unwrap().handle();
+    let new_leader = handle.leader(&survivors).await;
+    assert_ne!(new_leader, old_leader);
+    let after_kill = acked.lock().unwrap().len();
+    wait_acked(after_kill + 400).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // The killed node restarts and catches up with the others.
+    c.lock().unwrap().start(old_leader);
+    let size = handle.status(new_leader).await.unwrap().app;
+    let size: u64 = size
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("tree_size="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(size >= acked.len() as u64);
+    handle.wait_converged(&[1, 2, 3], size).await;
+
+    // Every acknowledged leaf is in every node's tree (read from disk after stopping).
+    let mut c = c.lock().unwrap();
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        let tree = c.open_tree(id);
+        for n in &acked {
+            assert!(
+                tree.index_of(&leaf(*n).leaf_hash()).unwrap().is_some(),
+                "acknowledged leaf {n} missing on node {id}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_and_new_nodes_catch_up_by_snapshot() {
+    let mut c = Cluster::init(3, 1, small_snapshots);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    c.kill(lagging);
+
+    // 60 entries: three snapshots' worth, and the log before them purged.
+    for n in 0..60u64 {
+        c.propose(leader, &[leaf(n), leaf(1000 + n)]).await.unwrap();
+    }
+    c.wait_for("the leader to snapshot and purge", 30, || async {
+        let s = c.status(leader).await.unwrap();
+        s.snapshot_index.unwrap_or(0) >= 40 && s.purged_index.unwrap_or(0) >= 20
+    })
+    .await;
+
+    c.start(lagging);
+    c.wait_converged(&[1, 2, 3], 120).await;
+    let s = c.status(lagging).await.unwrap();
+    assert!(
+        s.snapshot_index.unwrap_or(0) >= 20,
+        "node {lagging} should have installed a snapshot: {s:?}"
+    );
+
+    // A brand-new node joins through the CLI, by snapshot, and becomes a voter.
+    let out = std::process::Command::new(support::BIN)
+        .args(["new-node", "--id", "4", "--dir"])
+        .arg(&c.path)
+        .args(["--base-port", &c.base_port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.edit_config(4, small_snapshots);
+    c.start(4);
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "--config"])
+        .arg(c.config_path(lagging))
+        .args([
+            "add-node",
+            "--id",
+            "4",
+            "--raft-addr",
+            &c.raft_addr(4),
+            "--api-addr",
+        ])
+        .arg(format!("127.0.0.1:{}", c.base_port + 6))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "add-node: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    c.wait_converged(&[1, 2, 3, 4], 120).await;
+    let s4 = c.status(4).await.unwrap();
+    assert!(
+        s4.snapshot_index.is_some(),
+        "node 4 joined without a snapshot: {s4:?}"
+    );
+    let leader_view = c.status(leader).await.unwrap();
+    assert!(
+        leader_view.members.iter().any(|m| m.id == 4 && m.voter),
+        "node 4 is not a voter: {:?}",
+        leader_view.members
+    );
+
+    // The cluster keeps committing with the new voter.
+    c.propose(leader, &[leaf(5000)]).await.unwrap();
+    c.wait_converged(&[1, 2, 3, 4], 121).await;
+
+    // And the admin status command shows all four.
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "--config"])
+        .arg(c.config_path(1))
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("tree_size=121").count(), 4, "{text}");
+    assert_eq!(
+        text.matches("leader").count(),
+        2,
+        "header and one leader: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_certificates_and_malformed_messages_are_rejected() {
+    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    let target = (1..=3).find(|&i| i != leader).unwrap();
+    c.propose(leader, &[leaf(1)]).await.unwrap();
+    let term = c.status(target).await.unwrap().term;
+
+    // Certificates from another cluster's CA: the TLS handshake fails for every RPC.
+    let other = Cluster::init(3, 0, |s| s.to_string());
+    let foreign = quorumlog_raft::network::client::connect_lazy(
+        &other.tls(leader),
+        target,
+        &c.raft_addr(target),
+    )
+    .unwrap();
+    let mut raft = pb::raft_client::RaftClient::new(foreign.clone());
+    let e = raft.vote(pb::Payload { data: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = raft
+        .append_entries(pb::Payload { data: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let header = SnapshotChunk {
+        item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
+            vote: vec![],
+            meta: vec![],
+        })),
+    };
+    let e = raft
+        .install_snapshot(futures::stream::iter(vec![header.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let mut admin = pb::admin_client::AdminClient::new(foreign);
+    assert!(admin.status(pb::StatusRequest {}).await.is_err());
+
+    // A real cluster certificate claiming to be another node is refused.
+    let as_other = (1..=3).find(|&i| i != target && i != leader).unwrap();
+    let vote = quorumlog_raft::types::msg::VoteRequest::new(
+        quorumlog_raft::types::Vote::new(term + 5, leader),
+        None,
+    );
+    let payload = pb::Payload {
+        data: postcard::to_allocvec(&vote).unwrap(),
+    };
+    let e = c
+        .raft_client(as_other, target)
+        .vote(payload)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+    // Malformed messages from a genuine peer: typed errors, nothing changes.
+    let mut peer = c.raft_client(leader, target);
+    for garbage in [vec![], vec![0xff; 3], vec![1, 2, 3, 4, 5, 6, 7, 8, 9]] {
+        let e = peer
+            .append_entries(pb::Payload {
+                data: garbage.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = peer
+            .vote(pb::Payload {
+                data: garbage.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = peer
+            .transfer_leader(pb::Payload { data: garbage })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    let chunk = |name: &str| SnapshotChunk {
+        item: Some(snapshot_chunk::Item::Chunk(pb::FileChunk {
+            name: name.into(),
+            offset: 0,
+            data: vec![1, 2, 3],
+        })),
+    };
+    // No header first.
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![chunk("CURRENT")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // Undecodable header.
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![header]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A valid header, then a path escaping the snapshot directory, or a truncated transfer.
+    let meta = quorumlog_raft::types::SnapshotMeta::default();
+    let good_header = SnapshotChunk {
+        item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
+            vote: postcard::to_allocvec(&quorumlog_raft::types::Vote::new_committed(term, leader))
+                .unwrap(),
+            meta: postcard::to_allocvec(&meta).unwrap(),
+        })),
+    };
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![
+            good_header.clone(),
+            chunk("../../escape"),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!c.node_dir(target).join("escape").exists());
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![
+            good_header,
+            chunk("000001.sst"),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A batch that is not whole leaves is refused by the application, not applied.
+    let mut admin = c.admin(leader);
+    let r = admin
+        .propose(pb::ProposeRequest {
+            command: vec![0; 100],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let outcome =
+        quorumlog::replicated::decode_result(&quorumlog_raft::types::CommandResult(r.result))
+            .unwrap();
+    assert!(
+        matches!(outcome, quorumlog::replicated::ApplyOutcome::Invalid(_)),
+        "{outcome:?}"
+    );
+
+    // The node is alive, its term unchanged, and the cluster still commits.
+    let s = c.status(target).await.unwrap();
+    assert_eq!(s.term, term);
+    assert_eq!(s.leader, Some(leader));
+    c.propose(leader, &[leaf(2)]).await.unwrap();
+    c.wait_converged(&[1, 2, 3], 2).await;
+}

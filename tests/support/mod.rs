@@ -1,0 +1,311 @@
+//! A real cluster for integration tests: `quorumlog` processes on loopback, configured by
+//! `quorumlog init-cluster` in a temporary directory. Every process is killed and the
+//! directory removed when the `Cluster` is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use quorumlog::merkle::{Hash, MerkleStore};
+use quorumlog::replicated::{decode_result, encode_leaves, ApplyOutcome};
+use quorumlog::sigsum::crypto::Signature;
+use quorumlog::sigsum::leaf::TreeLeaf;
+use quorumlog_raft::network::client::connect_lazy;
+use quorumlog_raft::network::pb::admin_client::AdminClient;
+use quorumlog_raft::network::pb::raft_client::RaftClient;
+use quorumlog_raft::network::pb::{NodeStatus, ProposeRequest, StatusRequest};
+use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_quorumlog");
+
+static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
+
+/// A base port with `count` free ports after it.
+fn free_base(count: u16) -> u16 {
+    let start = 21000 + (std::process::id() % 400) as u16 * 50;
+    loop {
+        let base = start + NEXT_BASE.fetch_add(count, Ordering::SeqCst);
+        let listeners: Vec<_> = (base..base + count)
+            .map(|p| TcpListener::bind(("127.0.0.1", p)))
+            .collect();
+        if listeners.iter().all(|l| l.is_ok()) {
+            return base;
+        }
+    }
+}
+
+/// A leaf that is unique per `n` (signatures are not checked by the replication layer).
+pub fn leaf(n: u64) -> TreeLeaf {
+    let mut checksum = [0u8; 32];
+    checksum[..8].copy_from_slice(&n.to_be_bytes());
+    TreeLeaf {
+        checksum: Hash(checksum),
+        signature: Signature([7; 64]),
+        key_hash: Hash([9; 32]),
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    procs: BTreeMap<u64, Child>,
+    handle: Handle,
+}
+
+/// The client side of a cluster (no process ownership), usable from many tasks.
+#[derive(Clone)]
+pub struct Handle {
+    pub path: PathBuf,
+    pub base_port: u16,
+}
+
+impl Cluster {
+    /// Writes a cluster of `n` nodes (room for `spare` more) and applies `edit` to each
+    /// node's config text.
+    pub fn init(n: u64, spare: u64, edit: impl Fn(&str) -> String) -> Cluster {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let base_port = free_base(((n + spare) * 2) as u16);
+        let out = Command::new(BIN)
+            .args(["init-cluster", "--nodes", &n.to_string(), "--dir"])
+            .arg(dir.path())
+            .args(["--base-port", &base_port.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "init-cluster: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let handle = Handle {
+            path: dir.path().to_path_buf(),
+            base_port,
+        };
+        let c = Cluster {
+            dir,
+            procs: BTreeMap::new(),
+            handle,
+        };
+        for id in 1..=n {
+            c.edit_config(id, &edit);
+        }
+        c
+    }
+
+    pub fn start(&mut self, id: u64) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log"))).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.config_path(id))
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.procs.insert(id, child);
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.procs.remove(&id) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// A cloneable client of this cluster.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Handle {
+    pub fn config_path(&self, id: u64) -> PathBuf {
+        self.path.as_path().join(format!("node{id}/config.toml"))
+    }
+
+    pub fn edit_config(&self, id: u64, edit: impl Fn(&str) -> String) {
+        let p = self.config_path(id);
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, edit(&text)).unwrap();
+    }
+
+    pub fn node_dir(&self, id: u64) -> PathBuf {
+        self.path.as_path().join(format!("node{id}"))
+    }
+
+    pub fn tls(&self, id: u64) -> TlsFiles {
+        let d = self.node_dir(id);
+        TlsFiles::load(
+            &self.path.as_path().join("ca.pem"),
+            &d.join("node.pem"),
+            &d.join("node.key"),
+        )
+        .unwrap()
+    }
+
+    pub fn raft_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port + 2 * (id as u16 - 1) + 1)
+    }
+
+    pub fn channel(&self, as_node: u64, to: u64) -> Channel {
+        connect_lazy(&self.tls(as_node), to, &self.raft_addr(to)).unwrap()
+    }
+
+    pub fn admin(&self, to: u64) -> AdminClient<Channel> {
+        AdminClient::new(self.channel(to, to))
+    }
+
+    pub fn raft_client(&self, as_node: u64, to: u64) -> RaftClient<Channel> {
+        RaftClient::new(self.channel(as_node, to))
+    }
+
+    pub async fn status(&self, id: u64) -> Result<NodeStatus, tonic::Status> {
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(Duration::from_secs(2));
+        self.admin(id).status(req).await.map(|r| r.into_inner())
+    }
+
+    /// Polls `cond` until it holds or `secs` pass; panics with `what` on timeout.
+    pub async fn wait_for<F, Fut>(&self, what: &str, secs: u64, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        self.wait_until(what, secs, || {
+            let f = cond();
+            async move { f.await.then_some(()) }
+        })
+        .await
+    }
+
+    /// Polls `probe` until it yields a value or `secs` pass; panics with `what` on timeout.
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, secs: u64, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "timed out after {secs}s waiting for {what}\n{}",
+            self.logs()
+        );
+    }
+
+    /// The leader every node among `ids` agrees on.
+    pub async fn leader(&self, ids: &[u64]) -> u64 {
+        self.wait_until("an agreed leader", 30, || async {
+            let mut leaders = Vec::new();
+            for &id in ids {
+                leaders.push(self.status(id).await.ok()?.leader);
+            }
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && ids.contains(l) => {
+                    Some(*l)
+                }
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Proposes leaves through node `via`'s admin service; their indexes once committed.
+    pub async fn propose(&self, via: u64, leaves: &[TreeLeaf]) -> Result<Vec<u64>, tonic::Status> {
+        let mut req = tonic::Request::new(ProposeRequest {
+            command: encode_leaves(leaves).0,
+        });
+        req.set_timeout(Duration::from_secs(10));
+        let r = self.admin(via).propose(req).await?.into_inner();
+        match decode_result(&quorumlog_raft::types::CommandResult(r.result)) {
+            Ok(ApplyOutcome::Indexes(ix)) => Ok(ix),
+            Ok(ApplyOutcome::Invalid(e)) | Err(e) => Err(tonic::Status::invalid_argument(e)),
+        }
+    }
+
+    /// Waits until every node in `ids` reports the same tree summary at `size`.
+    pub async fn wait_converged(&self, ids: &[u64], size: u64) -> String {
+        let want = format!("tree_size={size} ");
+        self.wait_until(
+            &format!("nodes {ids:?} to converge at size {size}"),
+            60,
+            || async {
+                let mut apps = Vec::new();
+                for &id in ids {
+                    apps.push(self.status(id).await.ok()?.app);
+                }
+                (apps.iter().all(|a| a == &apps[0]) && apps[0].starts_with(&want))
+                    .then(|| apps[0].clone())
+            },
+        )
+        .await
+    }
+
+    /// The tree of a stopped node, read straight from its state database.
+    pub fn open_tree(&self, id: u64) -> MerkleStore {
+        open_state(&self.node_dir(id).join("data"))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in 1..=8u64 {
+            let p = self.path.as_path().join(format!("node{id}.log"));
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                let tail: Vec<&str> = t.lines().rev().take(15).collect();
+                out.push_str(&format!("--- node {id} (last lines) ---\n"));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.procs.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+/// Opens the active state database under a node's data directory.
+pub fn open_state(data: &Path) -> MerkleStore {
+    let state = data.join("state");
+    let active = std::fs::read_to_string(state.join("ACTIVE")).unwrap();
+    let path = state.join(active.trim());
+    let known: Vec<String> = MerkleStore::column_families()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut cfs = MerkleStore::column_families();
+    for name in rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap() {
+        if !known.contains(&name) {
+            cfs.push(rocksdb::ColumnFamilyDescriptor::new(
+                name,
+                rocksdb::Options::default(),
+            ));
+        }
+    }
+    let db = rocksdb::DB::open_cf_descriptors(&MerkleStore::db_options(), &path, cfs).unwrap();
+    MerkleStore::new(std::sync::Arc::new(db)).unwrap()
+}
