@@ -230,3 +230,40 @@ fn tile_boundaries_at_65536_leaves() {
         }
     }
 }
+
+#[test]
+fn reads_between_appends_see_the_grown_tree() {
+    // Upper tiles are cached by readers; a cached prefix must never hide a node that a
+    // later append completed. Ask for roots and proofs after every append of a growing tree.
+    let all = leaves(2000, 13);
+    let dir = tempfile::tempdir().unwrap();
+    let store = MerkleStore::open(dir.path()).unwrap();
+    let mut done = 0;
+    for (step, b) in [1usize, 7, 64, 200, 255, 256, 300, 5]
+        .iter()
+        .cycle()
+        .enumerate()
+    {
+        if done >= all.len() {
+            break;
+        }
+        let end = (done + b).min(all.len());
+        store.append(&all[done..end]).unwrap();
+        done = end;
+        let size = done as u64;
+        let root = store.root(size).unwrap();
+        assert_eq!(
+            root,
+            naive::mth(&all[..done]),
+            "root at {size} after step {step}"
+        );
+        let i = (step as u64 * 7919) % size;
+        let p = store.inclusion_proof(i, size).unwrap();
+        verify_inclusion(&all[i as usize], i, size, &p, &root).unwrap();
+        if size > 1 {
+            let old = 1 + (step as u64 * 104729) % (size - 1);
+            let c = store.consistency_proof(old, size).unwrap();
+            verify_consistency(old, size, &store.root(old).unwrap(), &root, &c).unwrap();
+        }
+    }
+}

@@ -282,6 +282,7 @@ impl Node {
         let listener = TcpListener::bind(&opts.raft_addr)
             .await
             .map_err(|e| StartError::Server(format!("bind {}: {e}", opts.raft_addr)))?;
+        tracing::info!(addr = %opts.raft_addr, "gRPC listening");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
             .tls_config(tls.server())
@@ -301,8 +302,9 @@ impl Node {
             let stop = async {
                 let _ = stop_rx.await;
             };
-            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
-                tracing::error!(error = %e, "gRPC server failed");
+            match router.serve_with_incoming_shutdown(incoming, stop).await {
+                Ok(()) => tracing::info!("gRPC server stopped"),
+                Err(e) => tracing::error!(error = %e, "gRPC server failed"),
             }
         });
 

@@ -611,11 +611,21 @@ impl TileReader<'_> {
     fn tile_of(&mut self, level: u32, index: u64) -> Result<(&[u8], usize), MerkleError> {
         let (id, slot) = tile::locate(level, index);
         let pos = match self.tiles.iter().position(|(t, _)| *t == id) {
-            Some(p) => p,
-            None => {
+            // A tile fetched for an earlier node may be a cached prefix too short for this
+            // one: fetch it again then.
+            Some(p) if complete_in(slot, self.tiles[p].1.bytes().len()) => p,
+            found => {
                 let bytes = self.fetch(id, slot)?;
-                self.tiles.push((id, bytes));
-                self.tiles.len() - 1
+                match found {
+                    Some(p) => {
+                        self.tiles[p].1 = bytes;
+                        p
+                    }
+                    None => {
+                        self.tiles.push((id, bytes));
+                        self.tiles.len() - 1
+                    }
+                }
             }
         };
         Ok((self.tiles[pos].1.bytes(), slot))

@@ -25,7 +25,7 @@ pub fn encode_leaves(leaves: &[TreeLeaf]) -> Command {
 
 /// The leaves of a command, or why it is not a valid batch.
 pub fn decode_leaves(c: &Command) -> Result<Vec<TreeLeaf>, String> {
-    if c.0.is_empty() || c.0.len() % TreeLeaf::LEN != 0 {
+    if c.0.is_empty() || !c.0.len().is_multiple_of(TreeLeaf::LEN) {
         return Err(format!(
             "a batch is a non-empty multiple of {} bytes, got {}",
             TreeLeaf::LEN,

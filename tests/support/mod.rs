@@ -27,7 +27,9 @@ static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
 
 /// A base port with `count` free ports after it.
 fn free_base(count: u16) -> u16 {
-    let start = 21000 + (std::process::id() % 400) as u16 * 50;
+    // Below the kernel's ephemeral range (32768+), so outgoing connections never take a
+    // port a node is about to listen on again after a restart.
+    let start = 20000 + (std::process::id() % 200) as u16 * 50;
     loop {
         let base = start + NEXT_BASE.fetch_add(count, Ordering::SeqCst);
         let listeners: Vec<_> = (base..base + count)
@@ -183,15 +185,24 @@ impl Handle {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        self.wait_until(what, secs, || {
-            let f = cond();
-            async move { f.await.then_some(()) }
-        })
+        self.wait_until(
+            || what.to_string(),
+            secs,
+            || {
+                let f = cond();
+                async move { f.await.then_some(()) }
+            },
+        )
         .await
     }
 
     /// Polls `probe` until it yields a value or `secs` pass; panics with `what` on timeout.
-    pub async fn wait_until<T, F, Fut>(&self, what: &str, secs: u64, mut probe: F) -> T
+    pub async fn wait_until<T, F, Fut>(
+        &self,
+        what: impl Fn() -> String,
+        secs: u64,
+        mut probe: F,
+    ) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
@@ -204,25 +215,30 @@ impl Handle {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "timed out after {secs}s waiting for {what}\n{}",
+            "timed out after {secs}s waiting for {}\n{}",
+            what(),
             self.logs()
         );
     }
 
     /// The leader every node among `ids` agrees on.
     pub async fn leader(&self, ids: &[u64]) -> u64 {
-        self.wait_until("an agreed leader", 30, || async {
-            let mut leaders = Vec::new();
-            for &id in ids {
-                leaders.push(self.status(id).await.ok()?.leader);
-            }
-            match leaders.first() {
-                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && ids.contains(l) => {
-                    Some(*l)
+        self.wait_until(
+            || "an agreed leader".to_string(),
+            30,
+            || async {
+                let mut leaders = Vec::new();
+                for &id in ids {
+                    leaders.push(self.status(id).await.ok()?.leader);
                 }
-                _ => None,
-            }
-        })
+                match leaders.first() {
+                    Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) && ids.contains(l) => {
+                        Some(*l)
+                    }
+                    _ => None,
+                }
+            },
+        )
         .await
     }
 
@@ -242,18 +258,28 @@ impl Handle {
     /// Waits until every node in `ids` reports the same tree summary at `size`.
     pub async fn wait_converged(&self, ids: &[u64], size: u64) -> String {
         let want = format!("tree_size={size} ");
-        self.wait_until(
-            &format!("nodes {ids:?} to converge at size {size}"),
-            60,
-            || async {
-                let mut apps = Vec::new();
-                for &id in ids {
-                    apps.push(self.status(id).await.ok()?.app);
-                }
-                (apps.iter().all(|a| a == &apps[0]) && apps[0].starts_with(&want))
-                    .then(|| apps[0].clone())
-            },
-        )
+        let seen = std::sync::Mutex::new(Vec::new());
+        let what = || {
+            let seen = seen.lock().unwrap();
+            format!("nodes {ids:?} to converge at size {size}; last seen {seen:?}")
+        };
+        self.wait_until(what, 60, || async {
+            let mut view = Vec::new();
+            for &id in ids {
+                view.push(
+                    self.status(id)
+                        .await
+                        .map(|s| format!("{} term={} {}", s.role, s.term, s.app))
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            *seen.lock().unwrap() = view.clone();
+            let apps: Vec<String> = view.into_iter().collect::<Result<_, _>>().ok()?;
+            let same = apps
+                .iter()
+                .all(|a| a.split_once(' ').map(|x| x.1) == apps[0].split_once(' ').map(|x| x.1));
+            (same && apps[0].contains(&want)).then(|| apps[0].clone())
+        })
         .await
     }
 
@@ -284,6 +310,10 @@ impl Drop for Cluster {
         let ids: Vec<u64> = self.procs.keys().copied().collect();
         for id in ids {
             self.kill(id);
+        }
+        if std::env::var_os("QUORUMLOG_KEEP_TEST_DIRS").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!("kept test cluster directory {}", kept.display());
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::types::{NodeId, Peer, Snapshot, TypeConfig, Vote};
 use futures::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::ReplicationClosed;
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Read;
@@ -124,6 +124,13 @@ impl PeerClient {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotDir;
+
+    /// Exponential backoff for an unreachable peer: 50 ms doubling to 2 s.
+    fn backoff(&self) -> Option<Backoff> {
+        let delays = (0..)
+            .map(|i: u32| Duration::from_millis(50u64 << i.min(5)).min(Duration::from_secs(2)));
+        Some(Backoff::new(delays))
+    }
 
     async fn append_entries(
         &mut self,
