@@ -257,6 +257,13 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     c.propose(leader, &[leaf(5000)]).await.unwrap();
     c.wait_converged(&[1, 2, 3, 4], 121).await;
 
+    // Old snapshots are deleted as new ones are taken: one remains.
+    let snaps = std::fs::read_dir(c.node_dir(leader).join("data/snapshots"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"))
+        .count();
+    assert_eq!(snaps, 1, "old snapshots were not cleaned up");
+
     // And the admin status command shows all four.
     let out = std::process::Command::new(support::BIN)
         .args(["admin", "--config"])

@@ -177,11 +177,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Best effort: a stale committed index only means re-applying a little more.
+        // Durable before openraft acts on it: after a restart, entries up to this index are
+        // re-applied without waiting for a new leader.
         let v = encode(&committed)?;
-        self.db
-            .put_cf(self.cf(CF_META)?, KEY_COMMITTED, v)
-            .map_err(io_err)
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let cf = db.cf_handle(CF_META).ok_or_else(|| io_err("meta cf"))?;
+            db.put_cf(cf, KEY_COMMITTED, v).map_err(io_err)?;
+            db.flush_wal(true).map_err(io_err)
+        })
+        .await
+        .map_err(io_err)?
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {

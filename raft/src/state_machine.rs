@@ -165,6 +165,12 @@ impl StateMachine {
 
     /// Applies one chunk of entries in one write; returns the result of each entry.
     fn apply_chunk(&self, entries: &[(LogId, &EntryPayload)]) -> io::Result<Vec<CommandResult>> {
+        let _span = tracing::debug_span!(
+            "apply",
+            first = entries.first().map(|(l, _)| l.index),
+            last = entries.last().map(|(l, _)| l.index)
+        )
+        .entered();
         let mut live = self.lock();
         let mut membership = live.membership.clone();
         let mut commands = Vec::new();

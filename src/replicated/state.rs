@@ -119,3 +119,60 @@ impl Application for LeafState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicated::command::{decode_result, encode_leaves};
+    use crate::sigsum::crypto::Signature;
+
+    fn leaf(n: u8) -> TreeLeaf {
+        TreeLeaf {
+            checksum: Hash([n; 32]),
+            signature: Signature([n; 64]),
+            key_hash: Hash([1; 32]),
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> LeafState {
+        let state = LeafState::new();
+        let mut opts = state.db_options();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = DB::open_cf_descriptors(&opts, dir, state.column_families()).unwrap();
+        state.attach(Arc::new(db)).unwrap();
+        state
+    }
+
+    #[test]
+    fn applying_an_entry_twice_adds_nothing_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let cmd = encode_leaves(&[leaf(1), leaf(2), leaf(1)]);
+        let mut metas = 0;
+        let first = state.apply(&[&cmd], &mut |_| metas += 1).unwrap();
+        // As after a crash between applying and recording last_applied elsewhere.
+        let again = state.apply(&[&cmd], &mut |_| metas += 1).unwrap();
+        assert_eq!(metas, 2, "the Raft metadata goes into every apply's batch");
+        assert_eq!(first, again);
+        assert_eq!(
+            decode_result(&first[0]).unwrap(),
+            ApplyOutcome::Indexes(vec![0, 1, 0])
+        );
+        assert_eq!(state.tree().unwrap().size(), 2);
+        assert_eq!(state.leaf(1).unwrap(), Some(leaf(2)));
+        assert_eq!(state.leaf(2).unwrap(), None);
+    }
+
+    #[test]
+    fn an_invalid_command_applies_nothing_but_others_in_the_chunk_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let bad = Command(vec![0; 100]);
+        let good = encode_leaves(&[leaf(5)]);
+        let out = state.apply(&[&bad, &good], &mut |_| {}).unwrap();
+        assert!(matches!(decode_result(&out[0]).unwrap(), ApplyOutcome::Invalid(_)));
+        assert_eq!(decode_result(&out[1]).unwrap(), ApplyOutcome::Indexes(vec![0]));
+        assert_eq!(state.tree().unwrap().size(), 1);
+    }
+}

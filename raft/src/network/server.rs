@@ -17,6 +17,7 @@ use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 fn bad(what: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("malformed {what}: {e}"))
@@ -54,8 +55,19 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<pb::Payload>, Status> {
         let rpc: AppendEntriesRequest =
             decode(&req.get_ref().data).map_err(|e| bad("append request", e))?;
+        let span = tracing::debug_span!(
+            "append_entries",
+            from = rpc.vote.leader_id.node_id,
+            entries = rpc.entries.len()
+        );
         check_peer(&req, rpc.vote.leader_id.node_id)?;
-        let resp = self.node.raft().append_entries(rpc).await.map_err(fatal)?;
+        let resp = self
+            .node
+            .raft()
+            .append_entries(rpc)
+            .instrument(span)
+            .await
+            .map_err(fatal)?;
         reply(&resp)
     }
 
@@ -112,6 +124,7 @@ impl raft_server::Raft for RaftService {
 
     async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
         let rpc: VoteRequest = decode(&req.get_ref().data).map_err(|e| bad("vote request", e))?;
+        tracing::debug!(from = rpc.vote.leader_id.node_id, vote = %rpc.vote, "vote request");
         check_peer(&req, rpc.vote.leader_id.node_id)?;
         let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
         reply(&resp)
