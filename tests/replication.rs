@@ -260,7 +260,13 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     // Old snapshots are deleted as new ones are taken: one remains.
     let snaps = std::fs::read_dir(c.node_dir(leader).join("data/snapshots"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap-"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("snap-")
+        })
         .count();
     assert_eq!(snaps, 1, "old snapshots were not cleaned up");
 

@@ -171,8 +171,14 @@ mod tests {
         let bad = Command(vec![0; 100]);
         let good = encode_leaves(&[leaf(5)]);
         let out = state.apply(&[&bad, &good], &mut |_| {}).unwrap();
-        assert!(matches!(decode_result(&out[0]).unwrap(), ApplyOutcome::Invalid(_)));
-        assert_eq!(decode_result(&out[1]).unwrap(), ApplyOutcome::Indexes(vec![0]));
+        assert!(matches!(
+            decode_result(&out[0]).unwrap(),
+            ApplyOutcome::Invalid(_)
+        ));
+        assert_eq!(
+            decode_result(&out[1]).unwrap(),
+            ApplyOutcome::Indexes(vec![0])
+        );
         assert_eq!(state.tree().unwrap().size(), 1);
     }
 }

@@ -63,6 +63,7 @@ pub struct Cluster {
 pub struct Handle {
     pub path: PathBuf,
     pub base_port: u16,
+    channels: std::sync::Arc<std::sync::Mutex<BTreeMap<(u64, u64), Channel>>>,
 }
 
 impl Cluster {
@@ -86,6 +87,7 @@ impl Cluster {
         let handle = Handle {
             path: dir.path().to_path_buf(),
             base_port,
+            channels: Default::default(),
         };
         let c = Cluster {
             dir,
@@ -161,8 +163,13 @@ impl Handle {
         format!("127.0.0.1:{}", self.base_port + 2 * (id as u16 - 1) + 1)
     }
 
+    /// A channel to node `to` authenticated as node `as_node`, reused across calls.
     pub fn channel(&self, as_node: u64, to: u64) -> Channel {
-        connect_lazy(&self.tls(as_node), to, &self.raft_addr(to)).unwrap()
+        let mut cache = self.channels.lock().unwrap();
+        cache
+            .entry((as_node, to))
+            .or_insert_with(|| connect_lazy(&self.tls(as_node), to, &self.raft_addr(to)).unwrap())
+            .clone()
     }
 
     pub fn admin(&self, to: u64) -> AdminClient<Channel> {
