@@ -71,6 +71,16 @@ pub fn init_cluster(nodes: u64, dir: &Path, host: &str, base_port: u16) -> anyho
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    // Check everything before writing anything, so a refused command leaves no files.
+    let mut members = Vec::new();
+    for id in 1..=nodes {
+        let (api_addr, raft_addr) = addrs(host, base_port, id)?;
+        members.push(MemberSection {
+            id,
+            raft_addr,
+            api_addr,
+        });
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     if dir.join("ca.pem").exists() {
         bail!("{} already holds a cluster (ca.pem exists)", dir.display());
@@ -88,15 +98,6 @@ pub fn init_cluster(nodes: u64, dir: &Path, host: &str, base_port: u16) -> anyho
     )?;
     pki::write_public(&dir.join("log.pub"), format!("{public_hex}\n").as_bytes())?;
 
-    let mut members = Vec::new();
-    for id in 1..=nodes {
-        let (api_addr, raft_addr) = addrs(host, base_port, id)?;
-        members.push(MemberSection {
-            id,
-            raft_addr,
-            api_addr,
-        });
-    }
     let mut configs = Vec::new();
     for id in 1..=nodes {
         // Exactly one node initialises the cluster, and only while it has no Raft state.
