@@ -203,6 +203,15 @@ impl NodeConfig {
         }
     }
 
+    /// The node's certificates, read from the files the config names.
+    pub fn tls_files(&self) -> std::io::Result<quorumlog_raft::network::tls::TlsFiles> {
+        quorumlog_raft::network::tls::TlsFiles::load(
+            &self.path(&self.tls.ca_cert),
+            &self.path(&self.tls.cert),
+            &self.path(&self.tls.key),
+        )
+    }
+
     /// The initial membership.
     pub fn members(&self) -> BTreeMap<NodeId, Peer> {
         self.members

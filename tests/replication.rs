@@ -49,19 +49,18 @@ async fn concurrent_proposals_converge_on_every_node() {
         leader.to_string()
     );
 
-    let before = c.status(leader).await.unwrap().last_log_index.unwrap();
+    let before = c.status(1).await.unwrap().last_log_index.unwrap();
     let c = Arc::new(c);
     let mut tasks = Vec::new();
     for n in 0..200u64 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            (n, c.propose(leader, &[leaf(n)]).await)
+            (n, c.propose_any(&[leader, 1, 2, 3], &[leaf(n)]).await)
         }));
     }
     let mut index_of = BTreeMap::new();
     for t in tasks {
         let (n, ix) = t.await.unwrap();
-        let ix = ix.unwrap();
         assert_eq!(ix.len(), 1);
         index_of.insert(n, ix[0]);
     }
@@ -74,14 +73,14 @@ async fn concurrent_proposals_converge_on_every_node() {
 
     // Re-submitting a leaf is idempotent: it keeps its index and the tree does not grow.
     assert_eq!(
-        c.propose(leader, &[leaf(17)]).await.unwrap(),
+        c.propose_any(&[1, 2, 3], &[leaf(17)]).await,
         vec![index_of[&17]]
     );
 
     let summary = c.wait_converged(&[1, 2, 3], 200).await;
     assert!(summary.contains("root="), "{summary}");
     // Group commit: 200 concurrent single-leaf proposals took far fewer Raft entries.
-    let after = c.status(leader).await.unwrap().last_log_index.unwrap();
+    let after = c.status(1).await.unwrap().last_log_index.unwrap();
     assert!(
         after - before < 100,
         "{} entries for 200 proposals",
@@ -189,12 +188,20 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     c.kill(lagging);
 
     // 60 entries: three snapshots' worth, and the log before them purged.
+    let running: Vec<u64> = (1..=3).filter(|&i| i != lagging).collect();
     for n in 0..60u64 {
-        c.propose(leader, &[leaf(n), leaf(1000 + n)]).await.unwrap();
+        c.propose_any(&running, &[leaf(n), leaf(1000 + n)]).await;
     }
-    c.wait_for("the leader to snapshot and purge", 30, || async {
-        let s = c.status(leader).await.unwrap();
-        s.snapshot_index.unwrap_or(0) >= 40 && s.purged_index.unwrap_or(0) >= 20
+    c.wait_for("the running nodes to snapshot and purge", 30, || async {
+        for &id in &running {
+            let Ok(s) = c.status(id).await else {
+                return false;
+            };
+            if s.snapshot_index.unwrap_or(0) < 40 || s.purged_index.unwrap_or(0) < 20 {
+                return false;
+            }
+        }
+        true
     })
     .await;
 
@@ -246,7 +253,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
         s4.snapshot_index.is_some(),
         "node 4 joined without a snapshot: {s4:?}"
     );
-    let leader_view = c.status(leader).await.unwrap();
+    let leader_view = c.status(1).await.unwrap();
     assert!(
         leader_view.members.iter().any(|m| m.id == 4 && m.voter),
         "node 4 is not a voter: {:?}",
@@ -254,11 +261,11 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     );
 
     // The cluster keeps committing with the new voter.
-    c.propose(leader, &[leaf(5000)]).await.unwrap();
+    c.propose_any(&[1, 2, 3, 4], &[leaf(5000)]).await;
     c.wait_converged(&[1, 2, 3, 4], 121).await;
 
     // Old snapshots are deleted as new ones are taken: one remains.
-    let snaps = std::fs::read_dir(c.node_dir(leader).join("data/snapshots"))
+    let snaps = std::fs::read_dir(c.node_dir(running[0]).join("data/snapshots"))
         .unwrap()
         .filter(|e| {
             e.as_ref()
@@ -299,7 +306,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     }
     let leader = c.leader(&[1, 2, 3]).await;
     let target = (1..=3).find(|&i| i != leader).unwrap();
-    c.propose(leader, &[leaf(1)]).await.unwrap();
+    c.propose_any(&[leader, 1, 2, 3], &[leaf(1)]).await;
     let term = c.status(target).await.unwrap().term;
 
     // Certificates from another cluster's CA: the TLS handshake fails for every RPC.
@@ -435,8 +442,10 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
 
     // The node is alive, its term unchanged, and the cluster still commits.
     let s = c.status(target).await.unwrap();
-    assert_eq!(s.term, term);
-    assert_eq!(s.leader, Some(leader));
-    c.propose(leader, &[leaf(2)]).await.unwrap();
+    assert_eq!(
+        s.term, term,
+        "the forged and malformed messages changed the term"
+    );
+    c.propose_any(&[1, 2, 3], &[leaf(2)]).await;
     c.wait_converged(&[1, 2, 3], 2).await;
 }

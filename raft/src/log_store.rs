@@ -79,6 +79,18 @@ impl LogStore {
         }
     }
 
+    /// Writes a metadata value and fsyncs the WAL before returning.
+    async fn put_synced(&self, key: &'static [u8], value: Vec<u8>) -> io::Result<()> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let cf = db.cf_handle(CF_META).ok_or_else(|| io_err("meta cf"))?;
+            db.put_cf(cf, key, value).map_err(io_err)?;
+            db.flush_wal(true).map_err(io_err)
+        })
+        .await
+        .map_err(io_err)?
+    }
+
     fn last_entry_id(&self) -> io::Result<Option<LogId>> {
         let mut it = self.db.iterator_cf(self.cf(CF_ENTRIES)?, IteratorMode::End);
         match it.next() {
@@ -164,30 +176,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let db = self.db.clone();
-        let v = encode(vote)?;
-        tokio::task::spawn_blocking(move || {
-            let cf = db.cf_handle(CF_META).ok_or_else(|| io_err("meta cf"))?;
-            db.put_cf(cf, KEY_VOTE, v).map_err(io_err)?;
-            // The vote must be on disk before anyone acts on it.
-            db.flush_wal(true).map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+        // The vote must be on disk before anyone acts on it.
+        self.put_synced(KEY_VOTE, encode(vote)?).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Durable before openraft acts on it: after a restart, entries up to this index are
         // re-applied without waiting for a new leader.
-        let v = encode(&committed)?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let cf = db.cf_handle(CF_META).ok_or_else(|| io_err("meta cf"))?;
-            db.put_cf(cf, KEY_COMMITTED, v).map_err(io_err)?;
-            db.flush_wal(true).map_err(io_err)
-        })
-        .await
-        .map_err(io_err)?
+        self.put_synced(KEY_COMMITTED, encode(&committed)?).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {

@@ -97,22 +97,16 @@ pub fn new_node(ca: &CaFiles, id: u64) -> Result<NodeFiles, PkiError> {
 /// Writes a file readable only by its owner (mode 0600), failing if it already exists so
 /// no secret is ever silently replaced.
 pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)
+    write_new(path, contents, 0o600)
 }
 
 /// Writes a public file (certificate, config), failing if it already exists.
 pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_new(path, contents, 0o644)
+}
+
+/// Creates `path` with `mode` (never replacing a file), writes and fsyncs it.
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let io = |source| PkiError::Io {
         path: path.display().to_string(),
         source,
@@ -120,7 +114,7 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(path)
         .map_err(io)?;
     f.write_all(contents).map_err(io)?;

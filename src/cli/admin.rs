@@ -125,11 +125,7 @@ fn print_status(rows: &[Result<NodeStatus, (u64, String)>]) {
 /// Runs one admin command.
 pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
-    let tls = TlsFiles::load(
-        &cfg.path(&cfg.tls.ca_cert),
-        &cfg.path(&cfg.tls.cert),
-        &cfg.path(&cfg.tls.key),
-    )?;
+    let tls = cfg.tls_files()?;
     match command {
         AdminCommand::Status => {
             let mut me = connect_admin(&tls, cfg.node.id, &cfg.node.raft_addr)?;

@@ -5,7 +5,6 @@ use crate::replicated::{
     decode_leaves, encode_result, ApplyOutcome, GroupCommit, LeafState, ProposeError,
 };
 use anyhow::Context;
-use quorumlog_raft::network::tls::TlsFiles;
 use quorumlog_raft::{Node, NodeOptions, ProposeFn, WriteError};
 use std::path::Path;
 use std::sync::Arc;
@@ -33,11 +32,7 @@ fn propose_fn(gc: GroupCommit) -> ProposeFn {
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let cfg = NodeConfig::load(config_path)?;
-    let tls = TlsFiles::load(
-        &cfg.path(&cfg.tls.ca_cert),
-        &cfg.path(&cfg.tls.cert),
-        &cfg.path(&cfg.tls.key),
-    )?;
+    let tls = cfg.tls_files()?;
     let opts = NodeOptions {
         id: cfg.node.id,
         data_dir: cfg.path(&cfg.node.data_dir),

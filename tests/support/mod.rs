@@ -262,6 +262,30 @@ impl Handle {
         }
     }
 
+    /// Proposes through whichever of `ids` leads, retrying while leadership settles.
+    pub async fn propose_any(&self, ids: &[u64], leaves: &[TreeLeaf]) -> Vec<u64> {
+        let last = std::sync::Mutex::new(String::new());
+        self.wait_until(
+            || {
+                format!(
+                    "a leader among {ids:?} to commit; last error {}",
+                    last.lock().unwrap()
+                )
+            },
+            30,
+            || async {
+                for &id in ids {
+                    match self.propose(id, leaves).await {
+                        Ok(ix) => return Some(ix),
+                        Err(e) => *last.lock().unwrap() = e.to_string(),
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
     /// Waits until every node in `ids` reports the same tree summary at `size`.
     pub async fn wait_converged(&self, ids: &[u64], size: u64) -> String {
         let want = format!("tree_size={size} ");
