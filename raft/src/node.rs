@@ -8,7 +8,7 @@ use crate::network::server::{AdminService, RaftService};
 use crate::network::tls::{install_crypto_provider, TlsFiles};
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::state_machine::{Application, StateMachine};
-use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig, ServerState};
+use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig};
 use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
@@ -341,10 +341,5 @@ impl Node {
         if let Err(e) = self.handle.0.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
-    }
-
-    /// Whether `state` is the leader state (re-exported for status displays).
-    pub fn is_leader_state(state: ServerState) -> bool {
-        state == ServerState::Leader
     }
 }
