@@ -86,6 +86,24 @@ async fn concurrent_proposals_converge_on_every_node() {
         "{} entries for 200 proposals",
         after - before
     );
+
+    // Planned leadership transfer through the CLI: the target leads, the log goes on.
+    let current = c.leader(&[1, 2, 3]).await;
+    let target = (1..=3).find(|&i| i != current).unwrap();
+    let out = std::process::Command::new(support::BIN)
+        .args(["admin", "--config"])
+        .arg(c.config_path(target))
+        .args(["transfer-leader", "--to", &target.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "transfer-leader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.leader(&[1, 2, 3]).await, target);
+    c.propose_any(&[target, 1, 2, 3], &[leaf(1_000)]).await;
+    c.wait_converged(&[1, 2, 3], 201).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
