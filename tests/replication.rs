@@ -458,6 +458,11 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
         "{outcome:?}"
     );
 
+    // A proposal larger than one Raft entry may carry is refused, not replicated.
+    let big: Vec<_> = (10_000..12_000).map(leaf).collect();
+    let e = c.propose_any_err(&[1, 2, 3], &big).await;
+    assert!(e.message().contains("at most 1024"), "{e:?}");
+
     // The node is alive, its term unchanged, and the cluster still commits.
     let s = c.status(target).await.unwrap();
     assert_eq!(

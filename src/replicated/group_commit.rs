@@ -52,6 +52,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Pending>,
+    max_leaves: usize,
 }
 
 impl GroupCommit {
@@ -59,14 +60,26 @@ impl GroupCommit {
     pub fn start(node: NodeHandle, config: BatchConfig) -> GroupCommit {
         let (tx, rx) = mpsc::channel(65_536);
         tokio::spawn(collect(node, config, rx));
-        GroupCommit { tx }
+        GroupCommit {
+            tx,
+            max_leaves: config.max_leaves,
+        }
     }
 
     /// Commits `leaves` and returns their indexes, in order, once they are committed by a
-    /// majority and applied on this node. Only the leader can commit.
+    /// majority and applied on this node. Only the leader can commit. At most
+    /// `max_leaves` leaves per call, so that no Raft entry outgrows what replication and
+    /// the gRPC message limit carry.
     pub async fn propose(&self, leaves: Vec<TreeLeaf>) -> Result<Vec<u64>, ProposeError> {
         if leaves.is_empty() {
             return Ok(Vec::new());
+        }
+        if leaves.len() > self.max_leaves {
+            return Err(ProposeError::Invalid(format!(
+                "{} leaves in one proposal; at most {} are accepted",
+                leaves.len(),
+                self.max_leaves
+            )));
         }
         let (reply, rx) = oneshot::channel();
         self.tx

@@ -286,6 +286,25 @@ impl Handle {
         .await
     }
 
+    /// The error the leader among `ids` gives for `leaves` (followers' redirects skipped).
+    pub async fn propose_any_err(&self, ids: &[u64], leaves: &[TreeLeaf]) -> tonic::Status {
+        self.wait_until(
+            || format!("a leader among {ids:?} to refuse the proposal"),
+            30,
+            || async {
+                for &id in ids {
+                    match self.propose(id, leaves).await {
+                        Ok(ix) => panic!("proposal accepted: {ix:?}"),
+                        Err(e) if e.code() == tonic::Code::FailedPrecondition => continue,
+                        Err(e) => return Some(e),
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
     /// Waits until every node in `ids` reports the same tree summary at `size`.
     pub async fn wait_converged(&self, ids: &[u64], size: u64) -> String {
         let want = format!("tree_size={size} ");
