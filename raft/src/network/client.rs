@@ -25,6 +25,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+/// Longest an append stream may go without an answer before it is abandoned.
+const STREAM_IDLE: Duration = Duration::from_secs(10);
+
 /// Creates per-peer clients for openraft, caching one channel per peer address.
 #[derive(Clone)]
 pub struct NetworkFactory {
@@ -166,7 +169,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 .await
                 .map_err(status_to_rpc)?
                 .into_inner();
-            let out = responses.map(|item| {
+            // The stream lives as long as replication to this peer; instead of one deadline
+            // it gets an idle deadline: no answer for STREAM_IDLE ends it (openraft then
+            // opens a new one), so a hung peer cannot stall replication.
+            let out = tokio_stream::StreamExt::timeout(responses, STREAM_IDLE).map(|item| {
+                let item = item.map_err(|_| {
+                    RpcError::Unreachable(Unreachable::from_string("append stream idle timeout"))
+                })?;
                 let p = item.map_err(status_to_rpc)?;
                 decode_rpc::<StreamAppendResult>(p)
             });
