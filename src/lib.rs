@@ -4,12 +4,16 @@
 //! - [`sigsum`]: the Sigsum v1 wire formats, signatures, checkpoints and cosignatures.
 //! - [`replicated`]: the log's replicated state (leaf batches applied to the tree) and
 //!   group commit on the leader; replication itself is the `quorumlog-raft` crate.
+//! - [`api`]: the public Sigsum HTTP API, rate limiting and the ops listener.
+//! - [`publish`]: tree-head signing and witness cosigning.
 //! - [`config`]: a node's configuration file.
 //! - [`cli`]: the `quorumlog` command.
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod merkle;
+pub mod publish;
 pub mod replicated;
 pub mod sigsum;

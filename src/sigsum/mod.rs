@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cosignature;
 pub mod crypto;
 pub mod leaf;
+pub mod policy;
 pub mod proofs;
 pub mod token;
 pub mod tree_head;

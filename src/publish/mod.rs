@@ -1,0 +1,4 @@
+//! Tree-head publication: signing checkpoints, collecting witness cosignatures, and
+//! committing the cosigned head through Raft.
+
+pub mod witness;
