@@ -56,6 +56,15 @@ pub struct NodeConfig {
     /// Raft timing and log compaction.
     #[serde(default)]
     pub raft: RaftSection,
+    /// Tree-head publication.
+    #[serde(default)]
+    pub publish: PublishSection,
+    /// The public HTTP API.
+    #[serde(default)]
+    pub api: ApiSection,
+    /// Rate limits for add-leaf.
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
     /// Directory the relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -73,6 +82,9 @@ pub struct NodeSection {
     pub raft_addr: String,
     /// `host:port` of the public HTTP API.
     pub api_addr: String,
+    /// `host:port` of the ops listener (`/metrics`, `/health`); none if absent.
+    #[serde(default)]
+    pub ops_addr: Option<String>,
     /// Initialise a new cluster from `[[members]]` if this node has no Raft state yet.
     #[serde(default)]
     pub bootstrap: bool,
@@ -99,6 +111,72 @@ pub struct LogSection {
     /// The log's private key file (hex seed, mode 0600), for nodes that sign.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Sigsum policy file naming the witnesses to collect cosignatures from.
+    #[serde(default)]
+    pub policy_file: Option<PathBuf>,
+}
+
+/// `[publish]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishSection {
+    /// A new checkpoint is signed and sent to the witnesses this often.
+    pub interval_ms: u64,
+    /// Longest a publication round waits for the witnesses (at most the interval).
+    pub witness_timeout_ms: u64,
+}
+
+impl Default for PublishSection {
+    fn default() -> Self {
+        PublishSection {
+            interval_ms: 3000,
+            witness_timeout_ms: 3000,
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Path prefix of the public API (`""` serves `/add-leaf`, `"log"` serves `/log/add-leaf`).
+    pub url_prefix: String,
+    /// add-leaf answers 202 if its leaf is not committed within this time.
+    pub add_leaf_wait_ms: u64,
+    /// Most leaves one get-leaves answer carries.
+    pub max_range: u64,
+    /// Most requests served at once; more get 503.
+    pub max_in_flight: usize,
+    /// Longest a client may take to send its request headers.
+    pub header_timeout_ms: u64,
+    /// Longest one request may take, body included.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            url_prefix: String::new(),
+            add_leaf_wait_ms: 5000,
+            max_range: 512,
+            max_in_flight: 4096,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSection {
+    /// Rate-limit rules (`key`, `domain`, `public` lines); no file means no limit.
+    pub file: Option<PathBuf>,
+    /// Accept submit tokens for the test domain `test.sigsum.org`.
+    pub allow_test_domain: bool,
+    /// Answer submit-token TXT lookups from this file (`<name> <record>` lines) instead of
+    /// DNS; for tests and air-gapped deployments.
+    pub static_txt_file: Option<PathBuf>,
 }
 
 /// `[[members]]`
@@ -188,10 +266,32 @@ impl NodeConfig {
         if self.batch.max_leaves == 0 {
             return Err("batch.max_leaves must be at least 1".into());
         }
+        if self.publish.interval_ms == 0 {
+            return Err("publish.interval_ms must be at least 1".into());
+        }
+        if self.api.max_range == 0 || self.api.max_in_flight == 0 {
+            return Err("api.max_range and api.max_in_flight must be at least 1".into());
+        }
+        if self
+            .api
+            .url_prefix
+            .contains(|c: char| c == '?' || c == '#' || c.is_whitespace())
+        {
+            return Err("api.url_prefix must be a plain path".into());
+        }
+        if hex_key(&self.log.public_key).is_none() {
+            return Err("log.public_key must be 64 hex characters".into());
+        }
         if self.node.bootstrap && !self.members.iter().any(|m| m.id == self.node.id) {
             return Err("a bootstrapping node must list itself in [[members]]".into());
         }
         Ok(())
+    }
+
+    /// The log's public key.
+    pub fn log_public_key(&self) -> crate::sigsum::crypto::PublicKey {
+        // Checked when the file was loaded.
+        crate::sigsum::crypto::PublicKey(hex_key(&self.log.public_key).unwrap_or([0; 32]))
     }
 
     /// A path from the file, resolved against the file's directory.
@@ -254,4 +354,9 @@ impl NodeConfig {
             max_delay: Duration::from_micros(self.batch.max_delay_us),
         }
     }
+}
+
+fn hex_key(s: &str) -> Option<[u8; 32]> {
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(s, &mut k).ok().map(|_| k)
 }

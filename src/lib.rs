@@ -6,6 +6,7 @@
 //!   group commit on the leader; replication itself is the `quorumlog-raft` crate.
 //! - [`api`]: the public Sigsum HTTP API, rate limiting and the ops listener.
 //! - [`publish`]: tree-head signing and witness cosigning.
+//! - [`metrics`]: counters and histograms for the ops listener.
 //! - [`config`]: a node's configuration file.
 //! - [`cli`]: the `quorumlog` command.
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod merkle;
+pub mod metrics;
 pub mod publish;
 pub mod replicated;
 pub mod sigsum;

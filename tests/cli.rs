@@ -60,7 +60,7 @@ fn init_cluster_writes_secrets_owner_only_and_never_overwrites() {
         "{policy}"
     );
     let cfg = std::fs::read_to_string(dir.path().join("node2/config.toml")).unwrap();
-    assert!(cfg.contains("raft_addr = \"127.0.0.1:9103\""), "{cfg}");
+    assert!(cfg.contains("raft_addr = \"127.0.0.1:9104\""), "{cfg}");
     assert!(cfg.contains("bootstrap = false"), "{cfg}");
     // The private key never lands in a config or on stdout.
     let key = std::fs::read_to_string(dir.path().join("log.key")).unwrap();

@@ -256,7 +256,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
             &c.raft_addr(4),
             "--api-addr",
         ])
-        .arg(format!("127.0.0.1:{}", c.base_port + 6))
+        .arg(c.api_addr(4))
         .output()
         .unwrap();
     assert!(

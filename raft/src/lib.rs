@@ -17,5 +17,5 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
-pub use node::{Node, NodeHandle, NodeOptions, ProposeFn, StartError, WriteError};
+pub use node::{ForwardFn, Node, NodeHandle, NodeOptions, ProposeFn, StartError, WriteError};
 pub use state_machine::Application;

@@ -59,6 +59,13 @@ pub enum StartError {
 pub type ProposeFn =
     Arc<dyn Fn(Command) -> BoxFuture<'static, Result<CommandResult, WriteError>> + Send + Sync>;
 
+/// The application's handler for requests followers forward to the leader: request bytes
+/// in, reply bytes out (both encoded by the application).
+pub type ForwardFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
+
+/// Longest a forwarded request may take on the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What a node needs to start.
 pub struct NodeOptions {
     /// This node's id.
@@ -80,6 +87,8 @@ struct NodeInner {
     raft: Raft,
     sm: StateMachine,
     proposer: OnceLock<ProposeFn>,
+    forwarder: OnceLock<ForwardFn>,
+    network: NetworkFactory,
 }
 
 /// A cheap handle to a running node.
@@ -112,6 +121,61 @@ impl NodeHandle {
     /// Installs the application's proposal path used by the admin `Propose` call.
     pub fn set_proposer(&self, p: ProposeFn) {
         let _ = self.0.proposer.set(p);
+    }
+
+    /// Installs the handler for requests forwarded by followers (the admin `Forward` call).
+    pub fn set_forward_handler(&self, f: ForwardFn) {
+        let _ = self.0.forwarder.set(f);
+    }
+
+    pub(crate) fn forward_handler(&self) -> Option<ForwardFn> {
+        self.0.forwarder.get().cloned()
+    }
+
+    /// Sends an application request to the current leader's forward handler, over the
+    /// cluster's mutually authenticated channel, and returns its reply.
+    pub async fn forward_to_leader(&self, request: Vec<u8>) -> Result<Vec<u8>, WriteError> {
+        let leader = self.leader();
+        let (id, peer) = match &leader {
+            Some((id, Some(peer))) if *id != self.0.id => (*id, peer.clone()),
+            _ => return Err(WriteError::NotLeader { leader }),
+        };
+        let channel = self
+            .0
+            .network
+            .channel(id, &peer.raft_addr)
+            .map_err(WriteError::Rejected)?;
+        let mut client = crate::network::pb::admin_client::AdminClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(crate::network::pb::ForwardRequest { request });
+        req.set_timeout(FORWARD_TIMEOUT);
+        match client.forward(req).await {
+            Ok(r) => Ok(r.into_inner().reply),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                Err(WriteError::NotLeader { leader: None })
+            }
+            Err(s) => Err(WriteError::Rejected(format!(
+                "forwarding to leader {id}: {}",
+                s.message()
+            ))),
+        }
+    }
+
+    /// Confirms this node is the leader and waits until its state machine has applied
+    /// everything committed before the call (a read barrier).
+    pub async fn ensure_applied(&self) -> Result<(), WriteError> {
+        self.0
+            .raft
+            .ensure_linearizable(crate::types::ReadPolicy::ReadIndex)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.forward_to_leader() {
+                Some(f) => WriteError::NotLeader {
+                    leader: f.leader_id.map(|id| (id, f.leader_node.clone())),
+                },
+                None => WriteError::Rejected(e.to_string()),
+            })
     }
 
     pub(crate) fn state_machine(&self) -> &StateMachine {
@@ -269,7 +333,7 @@ impl Node {
         );
         let tls = Arc::new(opts.tls);
         let network = NetworkFactory::new(tls.clone());
-        let raft = Raft::new(opts.id, config, network, log, sm.clone())
+        let raft = Raft::new(opts.id, config, network.clone(), log, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let handle = NodeHandle(Arc::new(NodeInner {
@@ -277,6 +341,8 @@ impl Node {
             raft: raft.clone(),
             sm,
             proposer: OnceLock::new(),
+            forwarder: OnceLock::new(),
+            network: network.clone(),
         }));
 
         let listener = TcpListener::bind(&opts.raft_addr)

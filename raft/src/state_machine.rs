@@ -35,8 +35,9 @@ pub trait Application: Send + Sync + 'static {
     fn db_options(&self) -> Options;
     /// Binds to the state database, at startup and again after a snapshot install.
     fn attach(&self, db: Arc<DB>) -> io::Result<()>;
-    /// Applies `commands` in log order in ONE atomic write to the attached database, which
-    /// must also include the writes `meta` adds to the batch. Returns one result per
+    /// Applies `commands` in log order and calls `meta` exactly once, into the last write
+    /// to the attached database. Several writes are allowed only if applying the same
+    /// commands again after a crash between them changes nothing. Returns one result per
     /// command. Must be deterministic: every node applies the same commands.
     fn apply(
         &self,

@@ -68,7 +68,7 @@ pub type IoFlushed = openraft::storage::IOFlushed<TypeConfig>;
 /// openraft's metrics snapshot.
 pub type Metrics = openraft::RaftMetrics<TypeConfig>;
 /// Raft configuration.
-pub use openraft::{Config as RaftConfig, ServerState, SnapshotPolicy};
+pub use openraft::{Config as RaftConfig, ReadPolicy, ServerState, SnapshotPolicy};
 /// Entry and responder pairs handed to the state machine.
 pub type EntryResponder = openraft::storage::EntryResponder<TypeConfig>;
 /// Requests and responses exchanged between nodes.

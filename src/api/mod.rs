@@ -1,4 +1,9 @@
-//! The HTTP side of a node: the public Sigsum v1 API and the ops listener.
+//! The HTTP side of a node: the public Sigsum v1 API (with add-leaf's checks, rate limits
+//! and forwarding) and the ops listener.
 
+pub mod add_leaf;
 pub mod dns;
+pub mod ops;
+pub mod public;
 pub mod rate_limit;
+pub mod server;

@@ -1,20 +1,86 @@
 //! `init-cluster` and `new-node`: certificates, keys and configuration files.
 
 use crate::config::{
-    BatchSection, LogSection, MemberSection, NodeConfig, NodeSection, RaftSection, TlsSection,
+    ApiSection, BatchSection, LogSection, MemberSection, NodeConfig, NodeSection, PublishSection,
+    RaftSection, RateLimitSection, TlsSection,
 };
+use crate::publish::signer::LogSigner;
 use crate::sigsum::crypto::PublicKey;
 use anyhow::{bail, Context};
-use ed25519_dalek::SigningKey;
 use quorumlog_raft::pki::{self, CaFiles};
 use std::path::{Path, PathBuf};
 
-fn addrs(host: &str, base_port: u16, id: u64) -> anyhow::Result<(String, String)> {
-    let api = u64::from(base_port) + 2 * (id - 1);
-    if api + 1 > u64::from(u16::MAX) {
+/// Ports each node takes: public HTTP, gRPC, ops HTTP.
+pub const PORTS_PER_NODE: u64 = 3;
+
+/// The public API, gRPC and ops addresses of node `id`.
+fn addrs(host: &str, base_port: u16, id: u64) -> anyhow::Result<(String, String, String)> {
+    let api = u64::from(base_port) + PORTS_PER_NODE * (id - 1);
+    if api + 2 > u64::from(u16::MAX) {
         bail!("ports for node {id} exceed 65535; choose a lower --base-port");
     }
-    Ok((format!("{host}:{api}"), format!("{host}:{}", api + 1)))
+    Ok((
+        format!("{host}:{api}"),
+        format!("{host}:{}", api + 1),
+        format!("{host}:{}", api + 2),
+    ))
+}
+
+/// A witness for the policy, given as `NAME:PUBKEYHEX:URL`.
+#[derive(Debug, Clone)]
+pub struct WitnessArg {
+    name: String,
+    public_key: String,
+    url: String,
+}
+
+impl std::str::FromStr for WitnessArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<WitnessArg, String> {
+        let mut parts = s.splitn(3, ':');
+        let (Some(name), Some(key), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err("expected NAME:PUBKEYHEX:URL".into());
+        };
+        let mut k = [0u8; 32];
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(format!("bad witness name {name:?}"));
+        }
+        hex::decode_to_slice(key, &mut k)
+            .map_err(|_| format!("witness key {key:?} is not 64 hex characters"))?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "witness URL {url:?} must start with http:// or https://"
+            ));
+        }
+        Ok(WitnessArg {
+            name: name.into(),
+            public_key: key.to_lowercase(),
+            url: url.into(),
+        })
+    }
+}
+
+/// The Sigsum policy of a new cluster: the log, its witnesses and a majority quorum.
+fn policy_text(log_key: &str, log_url: &str, witnesses: &[WitnessArg]) -> String {
+    let mut p =
+        String::from("# Sigsum policy for this log (sigsum-submit -p, sigsum-verify -p).\n");
+    p += &format!("log {log_key} {log_url}\n");
+    for w in witnesses {
+        p += &format!("witness {} {} {}\n", w.name, w.public_key, w.url);
+    }
+    match witnesses {
+        [] => p += "quorum none\n",
+        [w] => p += &format!("quorum {}\n", w.name),
+        ws => {
+            let names: Vec<&str> = ws.iter().map(|w| w.name.as_str()).collect();
+            p += &format!(
+                "group witnesses {} {}\nquorum witnesses\n",
+                ws.len() / 2 + 1,
+                names.join(" ")
+            );
+        }
+    }
+    p
 }
 
 fn node_config(
@@ -25,13 +91,14 @@ fn node_config(
     bootstrap: bool,
     members: Vec<MemberSection>,
 ) -> anyhow::Result<NodeConfig> {
-    let (api_addr, raft_addr) = addrs(host, base_port, id)?;
+    let (api_addr, raft_addr, ops_addr) = addrs(host, base_port, id)?;
     Ok(NodeConfig {
         node: NodeSection {
             id,
             data_dir: PathBuf::from("data"),
             raft_addr,
             api_addr,
+            ops_addr: Some(ops_addr),
             bootstrap,
         },
         tls: TlsSection {
@@ -42,10 +109,14 @@ fn node_config(
         log: LogSection {
             public_key: public_key.to_string(),
             key_file: Some(PathBuf::from("../log.key")),
+            policy_file: Some(PathBuf::from("../policy")),
         },
         members,
         batch: BatchSection::default(),
         raft: RaftSection::default(),
+        publish: PublishSection::default(),
+        api: ApiSection::default(),
+        rate_limit: RateLimitSection::default(),
         base_dir: PathBuf::new(),
     })
 }
@@ -67,14 +138,20 @@ fn write_node(dir: &Path, ca: &CaFiles, config: &NodeConfig) -> anyhow::Result<P
 }
 
 /// Creates a cluster of `nodes` nodes in `dir`.
-pub fn init_cluster(nodes: u64, dir: &Path, host: &str, base_port: u16) -> anyhow::Result<()> {
+pub fn init_cluster(
+    nodes: u64,
+    dir: &Path,
+    host: &str,
+    base_port: u16,
+    witnesses: &[WitnessArg],
+) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
     // Check everything before writing anything, so a refused command leaves no files.
     let mut members = Vec::new();
     for id in 1..=nodes {
-        let (api_addr, raft_addr) = addrs(host, base_port, id)?;
+        let (api_addr, raft_addr, _) = addrs(host, base_port, id)?;
         members.push(MemberSection {
             id,
             raft_addr,
@@ -89,14 +166,13 @@ pub fn init_cluster(nodes: u64, dir: &Path, host: &str, base_port: u16) -> anyho
     pki::write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
     pki::write_secret(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
 
-    let log_key = SigningKey::generate(&mut rand_core::OsRng);
-    let public = PublicKey(log_key.verifying_key().to_bytes());
+    let log_key = LogSigner::generate();
+    let public: PublicKey = log_key.public_key();
     let public_hex = hex::encode(public.0);
-    pki::write_secret(
-        &dir.join("log.key"),
-        format!("{}\n", hex::encode(log_key.to_bytes())).as_bytes(),
-    )?;
+    log_key.write(&dir.join("log.key"))?;
     pki::write_public(&dir.join("log.pub"), format!("{public_hex}\n").as_bytes())?;
+    // The same public key in OpenSSH form, for the sigsum-go tools (sigsum-witness --log-key).
+    pki::write_public(&dir.join("log.key.pub"), public.to_openssh().as_bytes())?;
 
     let mut configs = Vec::new();
     for id in 1..=nodes {
@@ -104,9 +180,10 @@ pub fn init_cluster(nodes: u64, dir: &Path, host: &str, base_port: u16) -> anyho
         let cfg = node_config(id, host, base_port, &public_hex, id == 1, members.clone())?;
         configs.push(write_node(dir, &ca, &cfg)?);
     }
-    let policy = format!(
-        "# Sigsum policy for this log (sigsum-submit -p). No witnesses are configured yet.\nlog {public_hex} http://{}\nquorum none\n",
-        members[0].api_addr
+    let policy = policy_text(
+        &public_hex,
+        &format!("http://{}", members[0].api_addr),
+        witnesses,
     );
     pki::write_public(&dir.join("policy"), policy.as_bytes())?;
 

@@ -30,9 +30,14 @@ enum Command {
         /// Host the nodes listen on and advertise.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// First port: node k gets HTTP on base+2(k-1) and gRPC on base+2(k-1)+1.
+        /// First port: node k gets its public API on base+3(k-1), gRPC on the next port
+        /// and the ops listener (metrics, health) on the one after.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// A witness for the policy, as NAME:PUBKEYHEX:URL (repeatable). The policy's
+        /// quorum is a majority of the witnesses.
+        #[arg(long = "witness")]
+        witnesses: Vec<init_cluster::WitnessArg>,
     },
     /// Write the certificate and config of one more node for an existing cluster directory.
     NewNode {
@@ -48,6 +53,16 @@ enum Command {
         /// Same meaning as for init-cluster.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+    },
+    /// Run a one-node log for a first try. The first run writes keys, certificates and an
+    /// embedded default configuration into DIR; later runs reuse them.
+    Dev {
+        /// Where the node's files and data live.
+        #[arg(long, default_value = "quorumlog-data")]
+        dir: PathBuf,
+        /// Port of the public API (gRPC and ops take the next two).
+        #[arg(long, default_value_t = 6965)]
+        port: u16,
     },
     /// Run one node.
     Serve {
@@ -73,13 +88,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             dir,
             host,
             base_port,
-        } => init_cluster::init_cluster(nodes, &dir, &host, base_port),
+            witnesses,
+        } => init_cluster::init_cluster(nodes, &dir, &host, base_port, &witnesses),
         Command::NewNode {
             dir,
             id,
             host,
             base_port,
         } => init_cluster::new_node(&dir, id, &host, base_port),
+        Command::Dev { dir, port } => {
+            let config = dir.join("node1/config.toml");
+            if !config.exists() {
+                init_cluster::init_cluster(1, &dir, "127.0.0.1", port, &[])?;
+            }
+            println!(
+                "dev log: public API http://127.0.0.1:{port}, metrics http://127.0.0.1:{}/metrics, policy {}",
+                u32::from(port) + 2,
+                dir.join("policy").display()
+            );
+            runtime()?.block_on(serve::serve(&config))
+        }
         Command::Serve { config } => runtime()?.block_on(serve::serve(&config)),
         Command::Admin { config, command } => runtime()?.block_on(admin::admin(&config, command)),
     }

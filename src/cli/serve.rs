@@ -1,15 +1,29 @@
-//! `serve`: run one node until SIGINT or SIGTERM.
+//! `serve`: run one node (Raft, group commit, publication, public API, ops listener)
+//! until SIGINT or SIGTERM.
 
+use crate::api::add_leaf::Submitter;
+use crate::api::dns::{StaticResolver, SystemResolver, TxtResolver};
+use crate::api::ops::{self, Ops};
+use crate::api::public::{self, PublicApi};
+use crate::api::rate_limit::RateLimiter;
+use crate::api::server::{self, HttpLimits};
 use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::publish::publisher::{self, PublishConfig};
+use crate::publish::signer::LogSigner;
 use crate::replicated::{
     decode_leaves, encode_result, ApplyOutcome, GroupCommit, LeafState, ProposeError,
 };
+use crate::sigsum::policy::Policy;
 use anyhow::Context;
 use quorumlog_raft::{Node, NodeOptions, ProposeFn, WriteError};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
 
 /// The admin `Propose` path: decode the batch, then commit it through group commit.
+/// Only leaf batches are accepted; tree heads come from the publisher alone.
 fn propose_fn(gc: GroupCommit) -> ProposeFn {
     Arc::new(move |command| {
         let gc = gc.clone();
@@ -28,11 +42,83 @@ fn propose_fn(gc: GroupCommit) -> ProposeFn {
     })
 }
 
+/// Reads a static TXT table: `<name> <record>` per line (for tests and air-gapped setups).
+fn static_resolver(path: &Path) -> anyhow::Result<StaticResolver> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read TXT table {}", path.display()))?;
+    let mut table: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, record) = line.split_once(' ').with_context(|| {
+            format!("{}:{}: expected \"<name> <record>\"", path.display(), i + 1)
+        })?;
+        table
+            .entry(name.trim_end_matches('.').to_lowercase())
+            .or_default()
+            .push(record.trim().to_string());
+    }
+    Ok(StaticResolver::new(table))
+}
+
+/// Everything that reads the config before the node starts, so a bad file fails fast.
+struct Setup {
+    signer: Option<Arc<LogSigner>>,
+    policy: Option<Policy>,
+    limiter: RateLimiter,
+    resolver: Arc<dyn TxtResolver>,
+}
+
+fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
+    let log_key = cfg.log_public_key();
+    let signer = match &cfg.log.key_file {
+        Some(f) => Some(Arc::new(LogSigner::load(&cfg.path(f), &log_key)?)),
+        None => None,
+    };
+    let policy = match &cfg.log.policy_file {
+        Some(f) => {
+            let p = cfg.path(f);
+            let text = std::fs::read_to_string(&p)
+                .with_context(|| format!("read policy {}", p.display()))?;
+            Some(Policy::parse(&text).with_context(|| format!("policy {}", p.display()))?)
+        }
+        None => None,
+    };
+    let limiter = match &cfg.rate_limit.file {
+        Some(f) => RateLimiter::load(&cfg.path(f))?,
+        None => RateLimiter::unlimited(),
+    };
+    let resolver: Arc<dyn TxtResolver> = match &cfg.rate_limit.static_txt_file {
+        Some(f) => Arc::new(static_resolver(&cfg.path(f))?),
+        None => Arc::new(SystemResolver::new().context("DNS resolver for submit tokens")?),
+    };
+    Ok(Setup {
+        signer,
+        policy,
+        limiter,
+        resolver,
+    })
+}
+
+async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("bind {what} listener {addr}"))
+}
+
 /// Runs the node described by `config_path`.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     init_tracing();
     let cfg = NodeConfig::load(config_path)?;
+    let setup = setup(&cfg)?;
     let tls = cfg.tls_files()?;
+    let api_listener = bind("public API", &cfg.node.api_addr).await?;
+    let ops_listener = match &cfg.node.ops_addr {
+        Some(a) => Some(bind("ops", a).await?),
+        None => None,
+    };
     let opts = NodeOptions {
         id: cfg.node.id,
         data_dir: cfg.path(&cfg.node.data_dir),
@@ -41,16 +127,99 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         raft: cfg.raft_config(),
         bootstrap: cfg.node.bootstrap.then(|| cfg.members()),
     };
-    let state = Arc::new(LeafState::new());
+    let state = Arc::new(LeafState::new(cfg.log_public_key()));
     let node = Node::start(opts, state.clone())
         .await
         .with_context(|| format!("starting node {}", cfg.node.id))?;
-    let gc = GroupCommit::start(node.handle().clone(), cfg.batch_config());
-    node.handle().set_proposer(propose_fn(gc));
-    tracing::info!(id = cfg.node.id, raft_addr = %cfg.node.raft_addr, "node running");
+    let handle = node.handle().clone();
+    let metrics = Arc::new(Metrics::default());
+    let gc = GroupCommit::start(handle.clone(), cfg.batch_config(), metrics.clone());
+    handle.set_proposer(propose_fn(gc.clone()));
+
+    let submitter = Arc::new(Submitter {
+        node: handle.clone(),
+        state: state.clone(),
+        group_commit: gc,
+        limiter: setup.limiter,
+        resolver: setup.resolver,
+        allow_test_domain: cfg.rate_limit.allow_test_domain,
+        wait: Duration::from_millis(cfg.api.add_leaf_wait_ms),
+        metrics: metrics.clone(),
+    });
+    handle.set_forward_handler(submitter.clone().forward_handler());
+
+    let witnesses = setup.policy.map(|p| p.witnesses).unwrap_or_default();
+    if setup.signer.is_none() {
+        tracing::warn!("no log key file configured: this node will not publish tree heads");
+    }
+    let publish = PublishConfig {
+        interval: Duration::from_millis(cfg.publish.interval_ms),
+        witness_timeout: Duration::from_millis(
+            cfg.publish
+                .witness_timeout_ms
+                .clamp(1, cfg.publish.interval_ms),
+        ),
+        witnesses,
+    };
+    let publisher = publisher::start(
+        handle.clone(),
+        state.clone(),
+        setup.signer,
+        publish,
+        metrics.clone(),
+    );
+
+    let limits = HttpLimits {
+        header_timeout: Duration::from_millis(cfg.api.header_timeout_ms),
+        request_timeout: Duration::from_millis(cfg.api.request_timeout_ms),
+        max_in_flight: cfg.api.max_in_flight,
+    };
+    let public_router = server::with_limits(
+        public::router(
+            Arc::new(PublicApi {
+                state: state.clone(),
+                submitter,
+                max_range: cfg.api.max_range,
+            }),
+            &cfg.api.url_prefix,
+        ),
+        limits,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = vec![tokio::spawn(server::serve(
+        api_listener,
+        public_router,
+        limits,
+        stop_rx.clone(),
+    ))];
+    if let Some(l) = ops_listener {
+        let ops_router = ops::router(Arc::new(Ops {
+            node: handle.clone(),
+            state: state.clone(),
+            metrics,
+        }));
+        servers.push(tokio::spawn(server::serve(
+            l,
+            ops_router,
+            limits,
+            stop_rx.clone(),
+        )));
+    }
+    tracing::info!(
+        id = cfg.node.id,
+        raft_addr = %cfg.node.raft_addr,
+        api_addr = %cfg.node.api_addr,
+        ops_addr = ?cfg.node.ops_addr,
+        "node running"
+    );
 
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    publisher.abort();
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
     node.shutdown().await;
     Ok(())
 }

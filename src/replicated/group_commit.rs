@@ -4,9 +4,12 @@
 //! may be in flight at once, so collecting the next batch never waits for the previous one.
 
 use super::command::{decode_result, encode_leaves, ApplyOutcome};
+use crate::metrics::Metrics;
 use crate::sigsum::leaf::TreeLeaf;
 use quorumlog_raft::{NodeHandle, WriteError};
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -57,9 +60,9 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the task that batches proposals for `node`.
-    pub fn start(node: NodeHandle, config: BatchConfig) -> GroupCommit {
+    pub fn start(node: NodeHandle, config: BatchConfig, metrics: Arc<Metrics>) -> GroupCommit {
         let (tx, rx) = mpsc::channel(65_536);
-        tokio::spawn(collect(node, config, rx));
+        tokio::spawn(collect(node, config, rx, metrics));
         GroupCommit {
             tx,
             max_leaves: config.max_leaves,
@@ -90,7 +93,12 @@ impl GroupCommit {
     }
 }
 
-async fn collect(node: NodeHandle, config: BatchConfig, mut rx: mpsc::Receiver<Pending>) {
+async fn collect(
+    node: NodeHandle,
+    config: BatchConfig,
+    mut rx: mpsc::Receiver<Pending>,
+    metrics: Arc<Metrics>,
+) {
     while let Some(first) = rx.recv().await {
         let mut count = first.leaves.len();
         let mut batch = vec![first];
@@ -105,15 +113,16 @@ async fn collect(node: NodeHandle, config: BatchConfig, mut rx: mpsc::Receiver<P
             }
         }
         let span = tracing::debug_span!("raft_entry", leaves = count, submissions = batch.len());
-        tokio::spawn(commit(node.clone(), batch).instrument(span));
+        tokio::spawn(commit(node.clone(), batch, metrics.clone()).instrument(span));
     }
 }
 
-async fn commit(node: NodeHandle, batch: Vec<Pending>) {
+async fn commit(node: NodeHandle, batch: Vec<Pending>, metrics: Arc<Metrics>) {
     let leaves: Vec<TreeLeaf> = batch
         .iter()
         .flat_map(|p| p.leaves.iter().copied())
         .collect();
+    let started = Instant::now();
     let result = match node.client_write(encode_leaves(&leaves)).await {
         Ok(r) => match decode_result(&r) {
             Ok(ApplyOutcome::Indexes(ix)) if ix.len() == leaves.len() => Ok(ix),
@@ -122,11 +131,20 @@ async fn commit(node: NodeHandle, batch: Vec<Pending>) {
                 ix.len(),
                 leaves.len()
             ))),
+            Ok(ApplyOutcome::HeadRecorded) => Err(ProposeError::Invalid(
+                "a leaf batch applied as a tree head".into(),
+            )),
             Ok(ApplyOutcome::Invalid(e)) | Err(e) => Err(ProposeError::Invalid(e)),
         },
         Err(e) => Err(ProposeError::Write(e)),
     };
     tracing::debug!(ok = result.is_ok(), "batch committed");
+    if result.is_ok() {
+        metrics.batch_committed(leaves.len(), started.elapsed());
+        metrics
+            .leaves_appended
+            .fetch_add(leaves.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut indexes = result.map(|v| v.into_iter());
     for p in batch {
         let r = match &mut indexes {

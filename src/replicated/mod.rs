@@ -6,6 +6,9 @@ pub mod command;
 pub mod group_commit;
 pub mod state;
 
-pub use command::{decode_leaves, decode_result, encode_leaves, encode_result, ApplyOutcome};
+pub use command::{
+    decode, decode_leaves, decode_result, encode, encode_leaves, encode_result, ApplyOutcome,
+    LogCommand,
+};
 pub use group_commit::{BatchConfig, GroupCommit, ProposeError};
 pub use state::LeafState;

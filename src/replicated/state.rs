@@ -1,10 +1,15 @@
-//! The log's state machine application: leaves go into the Merkle tree and the leaf store
+//! The log's state machine application. Leaves go into the Merkle tree and the leaf store
 //! in the same RocksDB write as Raft's `last_applied`, so a re-applied entry after a crash
-//! finds its leaves already present and appends nothing twice.
+//! finds its leaves already present and appends nothing twice. Tree heads (signed, then
+//! published with cosignatures) are replicated state too, checked against the tree when
+//! applied: a head that is smaller than the last one, or whose root differs from the tree at
+//! its size, or whose signature is not the log's, is refused and changes nothing.
 
-use super::command::{decode_leaves, encode_result, ApplyOutcome};
+use super::command::{decode, encode_result, ApplyOutcome, LogCommand};
 use crate::merkle::{Hash, MerkleStore};
+use crate::sigsum::crypto::PublicKey;
 use crate::sigsum::leaf::TreeLeaf;
+use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
 use quorumlog_raft::types::{Command, CommandResult};
 use quorumlog_raft::Application;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
@@ -14,22 +19,65 @@ use std::sync::{Arc, RwLock};
 
 /// Column family holding the 128-byte leaves by index (for get-leaves).
 pub const CF_LEAVES: &str = "leaves";
+/// Column family holding the latest signed and published tree heads.
+pub const CF_HEADS: &str = "tree_heads";
+const KEY_SIGNED: &[u8] = b"signed";
+const KEY_PUBLISHED: &[u8] = b"published";
+
+#[derive(Default, Clone)]
+struct Heads {
+    signed: Option<SignedTreeHead>,
+    published: Option<CosignedTreeHead>,
+}
 
 /// The log's replicated state on one node.
-#[derive(Default)]
 pub struct LeafState {
+    log_key: PublicKey,
     tree: RwLock<Option<Arc<MerkleStore>>>,
+    heads: RwLock<Heads>,
+    /// Notified whenever a new head is published, so waiters need not poll.
+    published_tx: tokio::sync::watch::Sender<u64>,
 }
 
 impl LeafState {
-    /// An empty state, bound to a database by [`Application::attach`].
-    pub fn new() -> LeafState {
-        LeafState::default()
+    /// An empty state for the log with key `log_key`, bound to a database by
+    /// [`Application::attach`].
+    pub fn new(log_key: PublicKey) -> LeafState {
+        LeafState {
+            log_key,
+            tree: RwLock::default(),
+            heads: RwLock::default(),
+            published_tx: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// The log's public key.
+    pub fn log_key(&self) -> &PublicKey {
+        &self.log_key
     }
 
     /// The Merkle tree, once attached. A snapshot install replaces it.
     pub fn tree(&self) -> Option<Arc<MerkleStore>> {
         self.tree.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The latest signed tree head recorded in the replicated state.
+    pub fn signed_head(&self) -> Option<SignedTreeHead> {
+        self.heads.read().unwrap_or_else(|e| e.into_inner()).signed
+    }
+
+    /// The latest published (cosigned) tree head this node has applied.
+    pub fn published_head(&self) -> Option<CosignedTreeHead> {
+        self.heads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .published
+            .clone()
+    }
+
+    /// Watches the published size (changes each time a larger head is published).
+    pub fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published_tx.subscribe()
     }
 
     /// The leaf at `index`, if the tree has it.
@@ -47,36 +95,88 @@ impl LeafState {
             .map_err(io::Error::other)?
             .and_then(|b| TreeLeaf::from_bytes(&b)))
     }
-}
 
-impl Application for LeafState {
-    fn column_families(&self) -> Vec<ColumnFamilyDescriptor> {
-        let mut cfs = MerkleStore::column_families();
-        cfs.push(ColumnFamilyDescriptor::new(CF_LEAVES, Options::default()));
-        cfs
-    }
-
-    fn db_options(&self) -> Options {
-        MerkleStore::db_options()
-    }
-
-    fn attach(&self, db: Arc<DB>) -> io::Result<()> {
-        let tree = MerkleStore::new(db).map_err(io::Error::other)?;
-        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tree));
-        Ok(())
-    }
-
-    fn apply(
-        &self,
-        commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
-    ) -> io::Result<Vec<CommandResult>> {
+    /// Leaves `[start, end)`, read in one pass.
+    pub fn leaves(&self, start: u64, end: u64) -> io::Result<Vec<TreeLeaf>> {
         let tree = self
             .tree()
             .ok_or_else(|| io::Error::other("state database not attached"))?;
-        let decoded: Vec<Result<Vec<TreeLeaf>, String>> =
-            commands.iter().map(|c| decode_leaves(c)).collect();
-        let leaves: Vec<&TreeLeaf> = decoded.iter().flatten().flatten().collect();
+        let db = tree.db();
+        let cf = db
+            .cf_handle(CF_LEAVES)
+            .ok_or_else(|| io::Error::other("leaves column family missing"))?;
+        let keys: Vec<[u8; 8]> = (start..end).map(|i| i.to_be_bytes()).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, v) in db
+            .batched_multi_get_cf(cf, keys.iter(), true)
+            .into_iter()
+            .enumerate()
+        {
+            let v = v.map_err(io::Error::other)?;
+            let leaf = v.and_then(|b| TreeLeaf::from_bytes(&b)).ok_or_else(|| {
+                io::Error::other(format!("leaf {} missing from the store", start + i as u64))
+            })?;
+            out.push(leaf);
+        }
+        Ok(out)
+    }
+
+    fn load_heads(db: &DB) -> io::Result<Heads> {
+        let cf = db
+            .cf_handle(CF_HEADS)
+            .ok_or_else(|| io::Error::other("tree heads column family missing"))?;
+        let get = |k: &[u8]| db.get_cf(cf, k).map_err(io::Error::other);
+        let signed = match get(KEY_SIGNED)? {
+            Some(b) => Some(SignedTreeHead::parse(&b).map_err(io::Error::other)?),
+            None => None,
+        };
+        let published = match get(KEY_PUBLISHED)? {
+            Some(b) => Some(CosignedTreeHead::parse(&b).map_err(io::Error::other)?),
+            None => None,
+        };
+        Ok(Heads { signed, published })
+    }
+
+    /// Checks a head against the tree and the log key.
+    fn check_head(
+        &self,
+        tree: &MerkleStore,
+        head: &SignedTreeHead,
+        last: Option<u64>,
+    ) -> Result<(), String> {
+        if let Some(last) = last {
+            if head.size < last {
+                return Err(format!(
+                    "tree head of size {} is smaller than the recorded size {last}",
+                    head.size
+                ));
+            }
+        }
+        if head.size > tree.size() {
+            return Err(format!(
+                "tree head of size {} is beyond the tree (size {})",
+                head.size,
+                tree.size()
+            ));
+        }
+        let root = tree.root(head.size).map_err(|e| e.to_string())?;
+        if root != head.root_hash {
+            return Err(format!(
+                "tree head root {} differs from the tree's root {root} at size {}",
+                head.root_hash, head.size
+            ));
+        }
+        head.verify(&self.log_key).map_err(|e| e.to_string())
+    }
+
+    /// Applies a run of leaf batches in one write.
+    fn apply_leaves(
+        &self,
+        tree: &MerkleStore,
+        batches: &[Vec<TreeLeaf>],
+        meta: Option<&mut dyn FnMut(&mut WriteBatch)>,
+    ) -> io::Result<Vec<CommandResult>> {
+        let leaves: Vec<&TreeLeaf> = batches.iter().flatten().collect();
         let hashes: Vec<Hash> = leaves.iter().map(|l| l.leaf_hash()).collect();
         let start = tree.size();
         let leaves_cf = tree
@@ -91,19 +191,153 @@ impl Application for LeafState {
                         batch.put_cf(leaves_cf, i.to_be_bytes(), leaf.to_bytes());
                     }
                 }
-                meta(batch);
+                if let Some(meta) = meta {
+                    meta(batch);
+                }
             })
             .map_err(io::Error::other)?;
         let mut indexes = outcome.indexes.into_iter();
-        Ok(decoded
+        Ok(batches
             .iter()
-            .map(|d| match d {
-                Ok(ls) => encode_result(&ApplyOutcome::Indexes(
-                    indexes.by_ref().take(ls.len()).collect(),
-                )),
-                Err(e) => encode_result(&ApplyOutcome::Invalid(e.clone())),
+            .map(|b| {
+                encode_result(&ApplyOutcome::Indexes(
+                    indexes.by_ref().take(b.len()).collect(),
+                ))
             })
             .collect())
+    }
+
+    /// Applies one non-leaf command (a head, or an invalid command) in its own write.
+    fn apply_other(
+        &self,
+        tree: &MerkleStore,
+        command: Result<LogCommand, String>,
+        meta: Option<&mut dyn FnMut(&mut WriteBatch)>,
+    ) -> io::Result<CommandResult> {
+        let db = tree.db();
+        let cf = db
+            .cf_handle(CF_HEADS)
+            .ok_or_else(|| io::Error::other("tree heads column family missing"))?;
+        let mut heads = self.heads.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut batch = WriteBatch::default();
+        let outcome = match command {
+            Err(e) => ApplyOutcome::Invalid(e),
+            // Runs of leaf batches go to apply_leaves; this arm only keeps the match total.
+            Ok(LogCommand::Leaves(_)) => ApplyOutcome::Invalid("misrouted leaf batch".into()),
+            Ok(LogCommand::SignedHead(h)) => {
+                match self.check_head(tree, &h, heads.signed.map(|s| s.size)) {
+                    Ok(()) => {
+                        batch.put_cf(cf, KEY_SIGNED, h.to_ascii());
+                        heads.signed = Some(h);
+                        ApplyOutcome::HeadRecorded
+                    }
+                    Err(e) => ApplyOutcome::Invalid(e),
+                }
+            }
+            Ok(LogCommand::PublishedHead(h)) => {
+                let last = heads.published.as_ref().map(|p| p.head.size);
+                match self.check_head(tree, &h.head, last) {
+                    Ok(()) => {
+                        batch.put_cf(cf, KEY_PUBLISHED, h.to_ascii());
+                        heads.published = Some(h);
+                        ApplyOutcome::HeadRecorded
+                    }
+                    Err(e) => ApplyOutcome::Invalid(e),
+                }
+            }
+        };
+        if let Some(meta) = meta {
+            meta(&mut batch);
+        }
+        if !batch.is_empty() {
+            db.write(batch).map_err(io::Error::other)?;
+        }
+        if outcome == ApplyOutcome::HeadRecorded {
+            let size = heads.published.as_ref().map(|p| p.head.size);
+            *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
+            if let Some(size) = size {
+                self.published_tx.send_replace(size);
+            }
+        } else if let ApplyOutcome::Invalid(e) = &outcome {
+            tracing::warn!(reason = %e, "refused a replicated command");
+        }
+        Ok(encode_result(&outcome))
+    }
+}
+
+impl Application for LeafState {
+    fn column_families(&self) -> Vec<ColumnFamilyDescriptor> {
+        let mut cfs = MerkleStore::column_families();
+        cfs.push(ColumnFamilyDescriptor::new(CF_LEAVES, Options::default()));
+        cfs.push(ColumnFamilyDescriptor::new(CF_HEADS, Options::default()));
+        cfs
+    }
+
+    fn db_options(&self) -> Options {
+        MerkleStore::db_options()
+    }
+
+    fn attach(&self, db: Arc<DB>) -> io::Result<()> {
+        let heads = Self::load_heads(&db)?;
+        let tree = MerkleStore::new(db).map_err(io::Error::other)?;
+        *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tree));
+        let size = heads.published.as_ref().map(|p| p.head.size);
+        *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
+        if let Some(size) = size {
+            self.published_tx.send_replace(size);
+        }
+        Ok(())
+    }
+
+    /// Applies the commands in order. Runs of leaf batches share one write; each head is
+    /// its own write, so it is checked against the tree as it stands at its place in the
+    /// log. Raft's metadata goes into the last write; if a crash comes between writes, the
+    /// entries are applied again, which changes nothing (leaves deduplicate, heads repeat).
+    fn apply(
+        &self,
+        commands: &[&Command],
+        meta: &mut dyn FnMut(&mut WriteBatch),
+    ) -> io::Result<Vec<CommandResult>> {
+        let tree = self
+            .tree()
+            .ok_or_else(|| io::Error::other("state database not attached"))?;
+        let decoded: Vec<Result<LogCommand, String>> = commands.iter().map(|c| decode(c)).collect();
+        let mut results = Vec::with_capacity(commands.len());
+        let mut meta = Some(meta);
+        let mut rest = decoded.into_iter().peekable();
+        while let Some(cmd) = rest.next() {
+            match cmd {
+                Ok(LogCommand::Leaves(first)) => {
+                    let mut run = vec![first];
+                    while let Some(Ok(LogCommand::Leaves(_))) = rest.peek() {
+                        if let Some(Ok(LogCommand::Leaves(l))) = rest.next() {
+                            run.push(l);
+                        }
+                    }
+                    let last = if rest.peek().is_none() {
+                        meta.take()
+                    } else {
+                        None
+                    };
+                    results.extend(self.apply_leaves(&tree, &run, last)?);
+                }
+                other => {
+                    let last = if rest.peek().is_none() {
+                        meta.take()
+                    } else {
+                        None
+                    };
+                    results.push(self.apply_other(&tree, other, last)?);
+                }
+            }
+        }
+        if let Some(meta) = meta {
+            // No commands (only membership or blank entries): still record Raft's progress.
+            let mut batch = WriteBatch::default();
+            meta(&mut batch);
+            tree.db().write(batch).map_err(io::Error::other)?;
+        }
+        Ok(results)
     }
 
     fn summary(&self) -> String {
@@ -111,8 +345,11 @@ impl Application for LeafState {
             None => "tree=unattached".into(),
             Some(t) => {
                 let size = t.size();
+                let published = self
+                    .published_head()
+                    .map_or("none".to_string(), |h| h.head.size.to_string());
                 match t.root(size) {
-                    Ok(root) => format!("tree_size={size} root={root}"),
+                    Ok(root) => format!("tree_size={size} root={root} published_size={published}"),
                     Err(e) => format!("tree_size={size} root_error={e}"),
                 }
             }
@@ -123,8 +360,12 @@ impl Application for LeafState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::signer::LogSigner;
     use crate::replicated::command::{decode_result, encode_leaves};
+    use crate::replicated::command::{encode, LogCommand};
     use crate::sigsum::crypto::Signature;
+
+    const SEED: [u8; 32] = [9; 32];
 
     fn leaf(n: u8) -> TreeLeaf {
         TreeLeaf {
@@ -135,7 +376,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> LeafState {
-        let state = LeafState::new();
+        let state = LeafState::new(LogSigner::from_seed(SEED).public_key());
         let mut opts = state.db_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -180,5 +421,102 @@ mod tests {
             ApplyOutcome::Indexes(vec![0])
         );
         assert_eq!(state.tree().unwrap().size(), 1);
+    }
+
+    fn outcome(state: &LeafState, cmd: LogCommand) -> ApplyOutcome {
+        decode_result(&state.apply(&[&encode(&cmd)], &mut |_| {}).unwrap()[0]).unwrap()
+    }
+
+    #[test]
+    fn tree_heads_are_checked_against_the_tree_and_never_regress() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let signer = LogSigner::from_seed(SEED);
+        let tree = state.tree().unwrap();
+        state
+            .apply(&[&encode_leaves(&[leaf(1), leaf(2), leaf(3)])], &mut |_| {})
+            .unwrap();
+        let at = |n: u64| signer.sign_tree_head(n, tree.root(n).unwrap());
+        assert_eq!(
+            outcome(&state, LogCommand::SignedHead(at(2))),
+            ApplyOutcome::HeadRecorded
+        );
+        // Smaller than the recorded head: refused.
+        assert!(matches!(
+            outcome(&state, LogCommand::SignedHead(at(1))),
+            ApplyOutcome::Invalid(_)
+        ));
+        // A root that is not the tree's at that size (a fork): refused.
+        let forked = signer.sign_tree_head(3, Hash([0xee; 32]));
+        assert!(matches!(
+            outcome(&state, LogCommand::SignedHead(forked)),
+            ApplyOutcome::Invalid(_)
+        ));
+        // Beyond the tree: refused.
+        assert!(matches!(
+            outcome(
+                &state,
+                LogCommand::SignedHead(signer.sign_tree_head(4, Hash([0; 32])))
+            ),
+            ApplyOutcome::Invalid(_)
+        ));
+        // Signed by another key: refused.
+        let stranger = LogSigner::from_seed([3; 32]).sign_tree_head(3, tree.root(3).unwrap());
+        assert!(matches!(
+            outcome(&state, LogCommand::SignedHead(stranger)),
+            ApplyOutcome::Invalid(_)
+        ));
+        assert_eq!(state.signed_head(), Some(at(2)));
+        let published = |n| CosignedTreeHead {
+            head: at(n),
+            cosignatures: vec![],
+        };
+        let mut watch = state.watch_published();
+        assert_eq!(
+            outcome(&state, LogCommand::PublishedHead(published(3))),
+            ApplyOutcome::HeadRecorded
+        );
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(*watch.borrow_and_update(), 3);
+        assert!(matches!(
+            outcome(&state, LogCommand::PublishedHead(published(2))),
+            ApplyOutcome::Invalid(_)
+        ));
+        assert_eq!(state.published_head(), Some(published(3)));
+        // Heads are in the database: a fresh attach (restart, snapshot install) sees them.
+        let signed2 = at(2);
+        drop(tree);
+        drop(state);
+        let again = open(dir.path());
+        assert_eq!(again.signed_head(), Some(signed2));
+        assert_eq!(again.published_head().map(|p| p.head.size), Some(3));
+    }
+
+    #[test]
+    fn a_head_after_leaves_in_one_chunk_sees_those_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = open(dir.path());
+        let signer = LogSigner::from_seed(SEED);
+        // Root of a 2-leaf tree, computed on a scratch state.
+        let scratch_dir = tempfile::tempdir().unwrap();
+        let scratch = open(scratch_dir.path());
+        scratch
+            .apply(&[&encode_leaves(&[leaf(1), leaf(2)])], &mut |_| {})
+            .unwrap();
+        let head = signer.sign_tree_head(2, scratch.tree().unwrap().root(2).unwrap());
+        let leaves = encode_leaves(&[leaf(1), leaf(2)]);
+        let sign = encode(&LogCommand::SignedHead(head));
+        let more = encode_leaves(&[leaf(3)]);
+        let mut metas = 0;
+        let out = state
+            .apply(&[&leaves, &sign, &more], &mut |_| metas += 1)
+            .unwrap();
+        assert_eq!(metas, 1);
+        assert_eq!(decode_result(&out[1]).unwrap(), ApplyOutcome::HeadRecorded);
+        assert_eq!(
+            decode_result(&out[2]).unwrap(),
+            ApplyOutcome::Indexes(vec![2])
+        );
+        assert_eq!(state.signed_head(), Some(head));
     }
 }

@@ -20,7 +20,22 @@ pub struct Signature(pub [u8; 64]);
 pub struct BadSignature(pub &'static str);
 
 impl PublicKey {
-    /// SHA-256 of the key: how Sigsum names keys on the wire.
+    /// The key as an OpenSSH public key line (`ssh-ed25519 <base64>`), the format the
+    /// sigsum-go tools read.
+    pub fn to_openssh(&self) -> String {
+        use base64::Engine as _;
+        let mut blob = Vec::with_capacity(51);
+        for part in [&b"ssh-ed25519"[..], &self.0[..]] {
+            blob.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            blob.extend_from_slice(part);
+        }
+        format!(
+            "ssh-ed25519 {}\n",
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        )
+    }
+
+    /// SHA-256 of the 32 key bytes, the key's identity on the wire.
     pub fn key_hash(&self) -> Hash {
         Hash::digest(&self.0)
     }

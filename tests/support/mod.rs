@@ -72,7 +72,7 @@ impl Cluster {
     pub fn init(n: u64, spare: u64, edit: impl Fn(&str) -> String) -> Cluster {
         install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let base_port = free_base(((n + spare) * 2) as u16);
+        let base_port = free_base(((n + spare) * 3) as u16);
         let out = Command::new(BIN)
             .args(["init-cluster", "--nodes", &n.to_string(), "--dir"])
             .arg(dir.path())
@@ -159,8 +159,16 @@ impl Handle {
         .unwrap()
     }
 
+    pub fn api_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port + 3 * (id as u16 - 1))
+    }
+
     pub fn raft_addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.base_port + 2 * (id as u16 - 1) + 1)
+        format!("127.0.0.1:{}", self.base_port + 3 * (id as u16 - 1) + 1)
+    }
+
+    pub fn ops_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.base_port + 3 * (id as u16 - 1) + 2)
     }
 
     /// A channel to node `to` authenticated as node `as_node`, reused across calls.
@@ -258,6 +266,7 @@ impl Handle {
         let r = self.admin(via).propose(req).await?.into_inner();
         match decode_result(&quorumlog_raft::types::CommandResult(r.result)) {
             Ok(ApplyOutcome::Indexes(ix)) => Ok(ix),
+            Ok(ApplyOutcome::HeadRecorded) => Err(tonic::Status::internal("not a leaf outcome")),
             Ok(ApplyOutcome::Invalid(e)) | Err(e) => Err(tonic::Status::invalid_argument(e)),
         }
     }

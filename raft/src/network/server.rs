@@ -2,8 +2,9 @@
 //! against the sender's certificate, then handed to openraft) and admin calls.
 
 use super::pb::{
-    self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply, NodeStatus,
-    ProposeReply, ProposeRequest, RemoveNodeRequest, SnapshotChunk, StatusRequest,
+    self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply,
+    ForwardReply, ForwardRequest, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
+    SnapshotChunk, StatusRequest,
 };
 use super::tls::check_peer;
 use crate::log_store::{decode, encode};
@@ -336,5 +337,21 @@ impl Admin for AdminService {
         }
         .map_err(write_status)?;
         Ok(Response::new(ProposeReply { result: result.0 }))
+    }
+
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardReply>, Status> {
+        if !self.node.raft().is_leader() {
+            return Err(not_leader(self.node.leader()));
+        }
+        let Some(handler) = self.node.forward_handler() else {
+            return Err(Status::unimplemented(
+                "this node accepts no forwarded requests",
+            ));
+        };
+        let reply = handler(req.into_inner().request).await;
+        Ok(Response::new(ForwardReply { reply }))
     }
 }

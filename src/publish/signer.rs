@@ -1,0 +1,152 @@
+//! The log's signing key. This is the only module that holds the private key: it loads it,
+//! generates it, and signs checkpoints with it. The key is never formatted, logged or
+//! written anywhere but its own mode-0600 file.
+
+use crate::merkle::Hash;
+use crate::sigsum::checkpoint::Checkpoint;
+use crate::sigsum::crypto::{PublicKey, Signature};
+use crate::sigsum::tree_head::SignedTreeHead;
+use ed25519_dalek::{Signer as _, SigningKey};
+use std::path::Path;
+use thiserror::Error;
+
+/// A key file that cannot be used. The messages never include the file's content.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    /// The file could not be read or written.
+    #[error("log key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not hold a 32-byte hex seed.
+    #[error("log key file {path}: expected 64 hex characters (an Ed25519 seed)")]
+    Format {
+        /// The file.
+        path: String,
+    },
+    /// The key is not the log's configured public key.
+    #[error("log key file {path} holds the key of another log (public key {found}, config says {expected})")]
+    WrongKey {
+        /// The file.
+        path: String,
+        /// Public key of the file's key.
+        found: String,
+        /// The configured public key.
+        expected: String,
+    },
+}
+
+/// The log's Ed25519 signing key.
+pub struct LogSigner {
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LogSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSigner")
+            .field("public_key", &hex::encode(self.public_key().0))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogSigner {
+    /// A new random key.
+    pub fn generate() -> LogSigner {
+        LogSigner {
+            key: SigningKey::generate(&mut rand_core::OsRng),
+        }
+    }
+
+    /// A key from its 32-byte seed.
+    pub fn from_seed(seed: [u8; 32]) -> LogSigner {
+        LogSigner {
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// Reads a key file (hex seed) and checks it belongs to the log `expected`.
+    pub fn load(path: &Path, expected: &PublicKey) -> Result<LogSigner, KeyError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut seed)
+            .map_err(|_| KeyError::Format { path: p.clone() })?;
+        let signer = LogSigner::from_seed(seed);
+        if signer.public_key() != *expected {
+            return Err(KeyError::WrongKey {
+                path: p,
+                found: hex::encode(signer.public_key().0),
+                expected: hex::encode(expected.0),
+            });
+        }
+        Ok(signer)
+    }
+
+    /// Writes the key to `path` (hex seed, mode 0600, refusing to overwrite).
+    pub fn write(&self, path: &Path) -> Result<(), KeyError> {
+        let text = format!("{}\n", hex::encode(self.key.to_bytes()));
+        quorumlog_raft::pki::write_secret(path, text.as_bytes()).map_err(|e| KeyError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    /// The log's public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.key.verifying_key().to_bytes())
+    }
+
+    /// Signs the checkpoint of a tree of `size` leaves with root `root_hash`.
+    pub fn sign_tree_head(&self, size: u64, root_hash: Hash) -> SignedTreeHead {
+        let checkpoint = Checkpoint {
+            log_key_hash: self.public_key().key_hash(),
+            size,
+            root_hash,
+        };
+        let signature = Signature(self.key.sign(checkpoint.body().as_bytes()).to_bytes());
+        SignedTreeHead {
+            size,
+            root_hash,
+            signature,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_verifiable_heads_and_checks_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LogSigner::generate();
+        let path = dir.path().join("log.key");
+        s.write(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let loaded = LogSigner::load(&path, &s.public_key()).unwrap();
+        let head = loaded.sign_tree_head(3, Hash([7; 32]));
+        head.verify(&s.public_key()).unwrap();
+        let other = LogSigner::generate().public_key();
+        let err = LogSigner::load(&path, &other).unwrap_err().to_string();
+        assert!(err.contains("another log"), "{err}");
+        // Neither the error nor the debug form carries the seed.
+        let seed = std::fs::read_to_string(&path).unwrap();
+        assert!(!err.contains(seed.trim()));
+        assert!(!format!("{loaded:?}").contains(seed.trim()));
+        std::fs::write(dir.path().join("bad"), "zz").unwrap();
+        assert!(matches!(
+            LogSigner::load(&dir.path().join("bad"), &s.public_key()),
+            Err(KeyError::Format { .. })
+        ));
+    }
+}
