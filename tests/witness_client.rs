@@ -3,6 +3,8 @@
 //! trusts a log key made here, and grows an RFC 6962 tree kept in a temporary
 //! `MerkleStore`, so proofs come from the same code the log serves them from.
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use ed25519_dalek::{Signer, SigningKey};
 use quorumlog::merkle::{empty_root, leaf_hash, Hash, MerkleStore};
 use quorumlog::publish::witness::{cosign, WitnessClient, WitnessError};
@@ -15,9 +17,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 
 const WITNESS_BIN: &str = "/usr/bin/sigsum-witness";
 const KEY_BIN: &str = "/usr/bin/sigsum-key";

@@ -104,9 +104,26 @@ impl Submitter {
         if self.known(&request) {
             return Answer::ok();
         }
-        if self.node.raft().is_leader() {
-            return self.on_leader(request, token).await;
+        // During an election no node leads for a moment: keep trying (leader or forward)
+        // until the wait runs out, so a failover costs clients latency, not errors.
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let answer = if self.node.raft().is_leader() {
+                self.on_leader(request, token).await
+            } else {
+                self.forward(body, token).await
+            };
+            if answer.status != 503 || tokio::time::Instant::now() + pause >= deadline {
+                return answer;
+            }
+            tracing::debug!(reason = %answer.message, "no leader to take add-leaf; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
         }
+    }
+
+    async fn forward(&self, body: &[u8], token: Option<&str>) -> Answer {
         let forwarded = Forwarded {
             body: body.to_vec(),
             token: token.map(str::to_string),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod sigsum;
+
 use quorumlog::merkle::{Hash, MerkleStore};
 use quorumlog::replicated::{decode_result, encode_leaves, ApplyOutcome};
 use quorumlog::sigsum::crypto::Signature;
@@ -70,13 +72,35 @@ impl Cluster {
     /// Writes a cluster of `n` nodes (room for `spare` more) and applies `edit` to each
     /// node's config text.
     pub fn init(n: u64, spare: u64, edit: impl Fn(&str) -> String) -> Cluster {
-        install_crypto_provider();
+        Self::init_with(n, spare, &[], edit)
+    }
+
+    /// Like [`Cluster::init`], with extra `init-cluster` arguments (such as `--witness`).
+    pub fn init_with(
+        n: u64,
+        spare: u64,
+        extra: &[String],
+        edit: impl Fn(&str) -> String,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        Self::init_in(dir, n, spare, extra, edit)
+    }
+
+    /// Like [`Cluster::init_with`], in a directory the caller already prepared.
+    pub fn init_in(
+        dir: tempfile::TempDir,
+        n: u64,
+        spare: u64,
+        extra: &[String],
+        edit: impl Fn(&str) -> String,
+    ) -> Cluster {
+        install_crypto_provider();
         let base_port = free_base(((n + spare) * 3) as u16);
         let out = Command::new(BIN)
             .args(["init-cluster", "--nodes", &n.to_string(), "--dir"])
-            .arg(dir.path())
+            .arg(dir.path().join("cluster"))
             .args(["--base-port", &base_port.to_string()])
+            .args(extra)
             .output()
             .unwrap();
         assert!(
@@ -85,7 +109,7 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let handle = Handle {
-            path: dir.path().to_path_buf(),
+            path: dir.path().join("cluster"),
             base_port,
             channels: Default::default(),
         };
@@ -101,7 +125,11 @@ impl Cluster {
     }
 
     pub fn start(&mut self, id: u64) {
-        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path.join(format!("node{id}.log")))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(self.config_path(id))
