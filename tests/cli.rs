@@ -78,7 +78,7 @@ fn init_cluster_writes_secrets_owner_only_and_never_overwrites() {
     assert!(ok, "{text}");
     assert_eq!(mode(&dir.path().join("node4/node.key")), 0o600);
     assert!(
-        text.contains("add-node --id 4 --raft-addr 127.0.0.1:9107"),
+        text.contains("add-node --id 4 --raft-addr 127.0.0.1:9110"),
         "{text}"
     );
 }
@@ -134,4 +134,128 @@ fn bad_arguments_and_configs_are_clear_errors() {
 
     let (ok, text) = run(&["admin", "--config", "/nonexistent/config.toml", "status"]);
     assert!(!ok && text.contains("/nonexistent/config.toml"), "{text}");
+
+    // Publication and API settings are checked too, and a wrong key file is named.
+    std::fs::write(&cfg, good.replace("interval_ms = 3000", "interval_ms = 0")).unwrap();
+    let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && text.contains("interval_ms"), "{text}");
+    std::fs::write(
+        &cfg,
+        good.replace("key_file = \"../log.key\"", "key_file = \"node.key\""),
+    )
+    .unwrap();
+    let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && text.contains("node.key"), "{text}");
+    let seed = std::fs::read_to_string(dir.path().join("log.key")).unwrap();
+    assert!(!text.contains(seed.trim()));
+    std::fs::write(
+        &cfg,
+        good.replace("policy_file = \"../policy\"", "policy_file = \"../ca.pem\""),
+    )
+    .unwrap();
+    let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && text.contains("ca.pem"), "{text}");
+}
+
+#[test]
+fn witnesses_given_to_init_cluster_land_in_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let w = |n: u8| {
+        format!(
+            "w{n}:{}:http://127.0.0.1:{}",
+            hex::encode([n; 32]),
+            9000 + n as u16
+        )
+    };
+    let (ok, text) = run(&["init-cluster", "--dir", d, "--witness", "w1:zz:http://x"]);
+    assert!(!ok && text.contains("64 hex"), "{text}");
+    let (ok, text) = run(&["init-cluster", "--dir", d, "--witness", "w1:00"]);
+    assert!(!ok && text.contains("NAME:PUBKEYHEX:URL"), "{text}");
+    let (ok, text) = run(&[
+        "init-cluster",
+        "--dir",
+        d,
+        "--witness",
+        &w(1),
+        "--witness",
+        &w(2),
+        "--witness",
+        &w(3),
+    ]);
+    assert!(ok, "{text}");
+    let policy = std::fs::read_to_string(dir.path().join("policy")).unwrap();
+    assert!(policy.contains(&format!(
+        "witness w2 {} http://127.0.0.1:9002\n",
+        hex::encode([2u8; 32])
+    )));
+    assert!(
+        policy.contains("group witnesses 2 w1 w2 w3\nquorum witnesses\n"),
+        "{policy}"
+    );
+    let parsed = quorumlog::sigsum::policy::Policy::parse(&policy).unwrap();
+    assert_eq!(parsed.witnesses.len(), 3);
+    // The OpenSSH form of the log key, for sigsum-witness --log-key.
+    let ssh = std::fs::read_to_string(dir.path().join("log.key.pub")).unwrap();
+    assert!(
+        ssh.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"),
+        "{ssh}"
+    );
+}
+
+#[test]
+fn dev_runs_a_one_node_log_that_publishes() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        // A free port with two more after it, below the ephemeral range.
+        let mut p = 21000 + (std::process::id() % 500) as u16 * 3;
+        while (p..p + 3).any(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_err()) {
+            p += 3;
+        }
+        p
+    };
+    let data = dir.path().join("quorumlog-data");
+    let child = Command::new(BIN)
+        .args(["dev", "--dir"])
+        .arg(&data)
+        .args(["--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(std::mem::replace(
+        &mut child,
+        Command::new("true").spawn().unwrap(),
+    ));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dev log never published"
+        );
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ =
+                s.write_all(b"GET /get-tree-head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break out;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = child.wait();
+    assert!(
+        answer.contains("\r\n\r\nsize=0\nroot_hash=e3b0c442"),
+        "{answer}"
+    );
+    assert!(data.join("policy").exists() && data.join("log.key").exists());
 }
