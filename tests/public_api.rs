@@ -472,6 +472,70 @@ async fn followers_serve_the_same_head_and_verifiable_proofs() {
     assert!(old.head.size <= head.head.size);
 }
 
+/// The safety checker for observed heads: on each node the published size never goes down,
+/// two heads of the same size have the same root (no fork), and every head is signed by the
+/// log. Returns the root of every observed size (for consistency checks against the end).
+fn check_heads(
+    seen: &BTreeMap<u64, Vec<CosignedTreeHead>>,
+    key: &PublicKey,
+) -> Result<HashMap<u64, Hash>, String> {
+    let mut by_size: HashMap<u64, Hash> = HashMap::new();
+    for (id, heads) in seen {
+        for w in heads.windows(2) {
+            if w[0].head.size > w[1].head.size {
+                return Err(format!(
+                    "node {id} went from {} to {}",
+                    w[0].head.size, w[1].head.size
+                ));
+            }
+        }
+        for h in heads {
+            h.head
+                .verify(key)
+                .map_err(|e| format!("node {id}, head {}: {e}", h.head.size))?;
+            let root = *by_size.entry(h.head.size).or_insert(h.head.root_hash);
+            if root != h.head.root_hash {
+                return Err(format!("two different heads of size {}", h.head.size));
+            }
+        }
+    }
+    Ok(by_size)
+}
+
+#[test]
+fn the_head_checker_catches_planted_faults() {
+    use quorumlog::publish::signer::LogSigner;
+    let signer = LogSigner::from_seed([5; 32]);
+    let key = signer.public_key();
+    let head = |size: u64, root: u8| CosignedTreeHead {
+        head: signer.sign_tree_head(size, Hash([root; 32])),
+        cosignatures: vec![],
+    };
+    let good: BTreeMap<u64, Vec<CosignedTreeHead>> = BTreeMap::from([
+        (1, vec![head(1, 1), head(3, 3)]),
+        (2, vec![head(3, 3), head(4, 4)]),
+    ]);
+    assert!(check_heads(&good, &key).is_ok());
+    // A regression on one node.
+    let mut regress = good.clone();
+    regress.get_mut(&2).unwrap().push(head(3, 3));
+    assert!(check_heads(&regress, &key)
+        .unwrap_err()
+        .contains("went from 4 to 3"));
+    // A fork: another root at a size already seen elsewhere.
+    let mut fork = good.clone();
+    fork.get_mut(&1).unwrap().push(head(4, 9));
+    assert!(check_heads(&fork, &key)
+        .unwrap_err()
+        .contains("two different heads"));
+    // A head not signed by the log.
+    let mut forged = good;
+    let mut bad = head(5, 5);
+    bad.head.signature.0[0] ^= 1;
+    forged.get_mut(&1).unwrap().push(bad);
+    assert!(check_heads(&forged, &key).is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn published_heads_never_regress_or_fork_across_leader_kills() {
     let mut c = Cluster::init(3, 0, fast_publish);
@@ -558,24 +622,7 @@ async fn published_heads_never_regress_or_fork_across_leader_kills() {
     observer.abort();
     let seen = seen.lock().unwrap().clone();
 
-    // No regression on any node; same size means the same head (no fork); every head is
-    // signed by the log.
-    let mut by_size: HashMap<u64, Hash> = HashMap::new();
-    for (id, heads) in &seen {
-        for w in heads.windows(2) {
-            assert!(
-                w[0].head.size <= w[1].head.size,
-                "node {id} went from {} to {}",
-                w[0].head.size,
-                w[1].head.size
-            );
-        }
-        for h in heads {
-            h.head.verify(&key).unwrap();
-            let root = *by_size.entry(h.head.size).or_insert(h.head.root_hash);
-            assert_eq!(root, h.head.root_hash, "two heads of size {}", h.head.size);
-        }
-    }
+    let by_size = check_heads(&seen, &key).unwrap();
     // Every smaller head is a prefix of the last one.
     let mut sizes: Vec<u64> = by_size.keys().copied().filter(|&s| s > 0).collect();
     sizes.sort_unstable();
