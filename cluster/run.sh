@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# A three-node Quorumlog cluster on loopback, with a Debian sigsum-witness in its policy.
+#
+#   cluster/run.sh start    install what is missing, build, create the cluster (first time
+#                           only), start the witness and the three nodes, wait until the log
+#                           publishes a cosigned tree head, print the URLs and the policy
+#   cluster/run.sh status   processes, each node's Raft status and its published tree head
+#   cluster/run.sh stop     stop the nodes and the witness (data is kept)
+#   cluster/run.sh reset    stop, then delete the cluster directory
+#
+# Settings (environment): QUORUMLOG_CLUSTER_DIR (default /var/tmp/quorumlog-cluster),
+# QUORUMLOG_BASE_PORT (default 7000: node k serves its public API on 7000+3(k-1), gRPC on
+# the next port, metrics and health on the one after), QUORUMLOG_WITNESS_PORT (default 7100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR="${QUORUMLOG_CLUSTER_DIR:-/var/tmp/quorumlog-cluster}"
+BASE="${QUORUMLOG_BASE_PORT:-7000}"
+WPORT="${QUORUMLOG_WITNESS_PORT:-7100}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quorumlog-target}"
+BIN="$CARGO_TARGET_DIR/release/quorumlog"
+NODES=3
+
+log() { printf 'cluster: %s\n' "$*" >&2; }
+api() { echo "127.0.0.1:$((BASE + 3 * ($1 - 1)))"; }
+ops() { echo "127.0.0.1:$((BASE + 3 * ($1 - 1) + 2))"; }
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+start_bg() { # pidfile logfile command...
+  local pidfile=$1 logfile=$2
+  shift 2
+  if running "$pidfile"; then
+    return
+  fi
+  setsid "$@" >>"$logfile" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
+stop() {
+  for p in "$DIR"/run/*.pid; do
+    [ -f "$p" ] || continue
+    if running "$p"; then
+      kill "$(cat "$p")" 2>/dev/null || true
+      for _ in $(seq 50); do running "$p" || break; sleep 0.1; done
+      running "$p" && kill -9 "$(cat "$p")" 2>/dev/null || true
+    fi
+    rm -f "$p"
+  done
+  log "stopped"
+}
+
+start() {
+  ./cluster/setup-host.sh
+  if [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+  fi
+  log "building (the first build compiles RocksDB and takes a while)"
+  cargo build --release --workspace --bins
+  mkdir -p "$DIR/run"
+  if [ ! -f "$DIR/witness.key" ]; then
+    sigsum-key generate -o "$DIR/witness.key"
+  fi
+  if [ ! -f "$DIR/cluster/ca.pem" ]; then
+    local whex
+    whex=$(sigsum-key to-hex -k "$DIR/witness.key.pub")
+    "$BIN" init-cluster --nodes "$NODES" --dir "$DIR/cluster" --base-port "$BASE" \
+      --witness "witness1:$whex:http://127.0.0.1:$WPORT" >/dev/null
+    log "created cluster in $DIR/cluster"
+  fi
+  # The Debian build needs the GODEBUG override or it answers 404 to everything.
+  start_bg "$DIR/run/witness.pid" "$DIR/run/witness.log" \
+    env GODEBUG=httpmuxgo121=0 sigsum-witness -k "$DIR/witness.key" \
+    --log-key "$DIR/cluster/log.key.pub" --state-file "$DIR/witness.state" "127.0.0.1:$WPORT"
+  for k in $(seq "$NODES"); do
+    start_bg "$DIR/run/node$k.pid" "$DIR/run/node$k.log" \
+      "$BIN" serve --config "$DIR/cluster/node$k/config.toml"
+  done
+  log "waiting for a cosigned tree head on every node"
+  local deadline=$((SECONDS + 60))
+  for k in $(seq "$NODES"); do
+    until curl -sf "http://$(api "$k")/get-tree-head" | grep -q '^cosignature='; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        log "node $k publishes no cosigned tree head; see $DIR/run/node$k.log"
+        exit 1
+      fi
+      sleep 0.2
+    done
+  done
+  cat <<EOF
+
+Quorumlog is running: 3 nodes and a witness on loopback.
+
+  public API (any node):  http://$(api 1)  http://$(api 2)  http://$(api 3)
+  metrics and health:     http://$(ops 1)/metrics  http://$(ops 1)/health  (and nodes 2, 3)
+  Sigsum policy:          $DIR/cluster/policy
+  logs:                   $DIR/run/
+
+Try it:
+  sigsum-key generate -o /tmp/me.key
+  echo hello > /tmp/msg && sigsum-submit -k /tmp/me.key -p $DIR/cluster/policy /tmp/msg
+  sigsum-verify -k /tmp/me.key.pub -p $DIR/cluster/policy /tmp/msg.proof < /tmp/msg
+
+Operate it:  $BIN admin --config $DIR/cluster/node1/config.toml status
+Stop it:     cluster/run.sh stop
+EOF
+}
+
+status() {
+  for p in "$DIR"/run/*.pid; do
+    [ -f "$p" ] || continue
+    if running "$p"; then echo "$(basename "$p" .pid): running (pid $(cat "$p"))"; else echo "$(basename "$p" .pid): stopped"; fi
+  done
+  for k in $(seq "$NODES"); do
+    echo "--- node $k"
+    "$BIN" admin --config "$DIR/cluster/node$k/config.toml" status 2>&1 | head -n 12 || true
+    curl -s "http://$(api "$k")/get-tree-head" | head -n 2 || true
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  reset) stop; rm -rf "$DIR"; log "deleted $DIR" ;;
+  *) echo "usage: $0 start|status|stop|reset" >&2; exit 2 ;;
+esac
