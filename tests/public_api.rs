@@ -825,3 +825,68 @@ async fn submit_tokens_and_rate_limits() {
     }
     assert_eq!(post(leader, &b, 15, other.clone()).await.status, 429);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_excess_clients_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let mut c = Cluster::init(1, 0, |s| {
+        fast_publish(s)
+            .replace("max_in_flight = 4096", "max_in_flight = 2")
+            .replace("header_timeout_ms = 10000", "header_timeout_ms = 500")
+            .replace("request_timeout_ms = 30000", "request_timeout_ms = 1500")
+    });
+    c.start(1);
+    let http = Http::default();
+    wait_head(&c, &http, &[1], 0).await;
+    let addr = c.api_addr(1);
+    // Everything the server sends until it closes; None if it keeps the connection open.
+    let read_all = |mut s: TcpStream| async move {
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+            .await
+            .ok()
+            .map(|_| out)
+    };
+
+    // Headers never finished: the connection is closed after the header deadline.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /get-tree-head HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let out = read_all(s)
+        .await
+        .expect("the server closes a connection stuck in its headers");
+    assert!(!out.contains("200 OK"), "{out}");
+
+    // Two requests whose bodies never arrive hold both permits...
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"POST /add-leaf HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\nmessage=")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // ... so a third is refused at once with a reason, until they time out.
+    let third = c
+        .wait_until(
+            || "a request refused for the in-flight bound".to_string(),
+            10,
+            || async {
+                let a = http.get(&addr, "get-tree-head").await.ok()?;
+                (a.status == 503).then_some(a)
+            },
+        )
+        .await;
+    assert!(third.body.contains("in flight"), "{}", third.body);
+    for s in slow {
+        let out = read_all(s).await;
+        assert!(
+            out.starts_with("HTTP/1.1 408"),
+            "the slow body times out: {out}"
+        );
+    }
+    // The permits are back.
+    assert_eq!(http.get(&addr, "get-tree-head").await.unwrap().status, 200);
+}
