@@ -881,7 +881,7 @@ async fn slow_and_excess_clients_are_bounded() {
         .await;
     assert!(third.body.contains("in flight"), "{}", third.body);
     for s in slow {
-        let out = read_all(s).await;
+        let out = read_all(s).await.unwrap_or_default();
         assert!(
             out.starts_with("HTTP/1.1 408"),
             "the slow body times out: {out}"
