@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 /// Limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,9 @@ async fn limited(permits: Arc<Semaphore>, timeout: Duration, req: Request, next:
             "too many requests in flight; retry shortly".into(),
         );
     };
-    match tokio::time::timeout(timeout, next.run(req)).await {
+    let span =
+        tracing::debug_span!("http_request", method = %req.method(), path = %req.uri().path());
+    match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
         Ok(r) => r,
         Err(_) => text(
             StatusCode::REQUEST_TIMEOUT,
