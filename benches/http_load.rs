@@ -18,7 +18,9 @@
 //!    `Propose` call in batches of 1024), 64 closed-loop clients asking for random leaves,
 //!    once against the leader and once spread over all nodes.
 //!
-//! Run: `cargo bench --bench http_load` (about three minutes). The cluster processes are
+//! Run: `cargo bench --bench http_load` (about three minutes). `QL_SCENARIOS` picks
+//! scenarios (`leader,half,all,proofs`); with `QL_FULL_RATE=<200/s>` the half-load run
+//! skips measuring the full rate first. The cluster processes are
 //! killed and their directory removed when the benchmark ends.
 
 #[path = "../tests/support/mod.rs"]
@@ -56,10 +58,26 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Publication every second (witness wait no longer than that); everything else default.
+/// Publication every second (witness wait no longer than that); everything else default,
+/// unless `QL_EDIT="old=>new;old2=>new2"` asks for config text replacements (for
+/// experiments such as `QL_EDIT="snapshot_every_entries = 10000=>snapshot_every_entries = 1000000"`).
 fn publish_every_second(s: &str) -> String {
-    s.replace("interval_ms = 3000", "interval_ms = 1000")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 1000")
+    let mut s = s
+        .replace("interval_ms = 3000", "interval_ms = 1000")
+        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 1000");
+    if let Ok(edits) = std::env::var("QL_EDIT") {
+        for e in edits.split(';').filter(|e| !e.is_empty()) {
+            if let Some((from, to)) = e.split_once("=>") {
+                s = s.replace(from, to);
+            }
+        }
+    }
+    s
+}
+
+/// Whether scenario `name` runs (`QL_SCENARIOS`, default all: leader,half,all,proofs).
+fn wanted(name: &str) -> bool {
+    std::env::var("QL_SCENARIOS").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
 }
 
 type Sender = http1::SendRequest<Full<Bytes>>;
@@ -491,33 +509,43 @@ async fn run() {
     eprintln!("(cluster up, leader is node {leader})");
 
     // 1. Closed loop against the leader.
-    let pool = Pool::sign(0, leaves).await;
-    let full = add_leaf_closed("leader", &leader_addr, clients, pool).await;
+    let mut full = env_or("QL_FULL_RATE", 0) as f64;
+    if wanted("leader") || full == 0.0 {
+        let pool = Pool::sign(0, leaves).await;
+        full = add_leaf_closed("leader", &leader_addr, clients, pool).await;
+    }
 
     // 2. Half that rate, paced.
-    let half = (full / 2.0).max(1.0);
-    let (warm, measure) = (Duration::from_secs(1), Duration::from_secs(10));
-    let needed = (half * 1.3 * (warm + measure).as_secs_f64()) as usize + clients;
-    let pool = Pool::sign(1 << 32, needed).await;
-    let mut tally = paced(&leader_addr[0], clients, half, warm, measure, pool.clone()).await;
-    let achieved = tally.ok + tally.accepted + tally.errors;
-    tally.report(
-        &format!("add-leaf leader paced at {half:.0}/s by {clients} clients"),
-        "200/s",
-        measure,
-        &format!(
-            ", {:.0} requests/s sent (latency from scheduled send){}",
-            achieved as f64 / measure.as_secs_f64(),
-            pool.note()
-        ),
-    );
+    if wanted("half") {
+        let half = (full / 2.0).max(1.0);
+        let (warm, measure) = (Duration::from_secs(1), Duration::from_secs(10));
+        let needed = (half * 1.3 * (warm + measure).as_secs_f64()) as usize + clients;
+        let pool = Pool::sign(1 << 32, needed).await;
+        let mut tally = paced(&leader_addr[0], clients, half, warm, measure, pool.clone()).await;
+        let achieved = tally.ok + tally.accepted + tally.errors;
+        tally.report(
+            &format!("add-leaf leader paced at {half:.0}/s by {clients} clients"),
+            "200/s",
+            measure,
+            &format!(
+                ", {:.0} requests/s sent (latency from scheduled send){}",
+                achieved as f64 / measure.as_secs_f64(),
+                pool.note()
+            ),
+        );
+    }
 
     // 3. Closed loop spread over all nodes.
-    let spread_leaves = leaves.max((full * 18.0 * 1.5) as usize);
-    let pool = Pool::sign(2 << 32, spread_leaves).await;
-    add_leaf_closed("all nodes", &all_addrs, clients, pool).await;
+    if wanted("all") {
+        let spread_leaves = leaves.max((full * 18.0 * 1.5) as usize);
+        let pool = Pool::sign(2 << 32, spread_leaves).await;
+        add_leaf_closed("all nodes", &all_addrs, clients, pool).await;
+    }
 
     // 4. Inclusion proofs at 1M leaves.
+    if !wanted("proofs") {
+        return;
+    }
     let leader = c.leader(&[1, 2, 3]).await;
     let leader_addr = vec![c.api_addr(leader)];
     let hashes = Arc::new(fill(&c, leader, PROOF_TREE).await);

@@ -73,8 +73,10 @@ fn leaves(n: usize, salt: u64) -> Vec<Hash> {
         .collect()
 }
 
-/// Builds a store of `all` leaves, appended in batches of the given sizes, reopening the
-/// database once halfway so the in-memory right edge is reloaded from disk.
+/// Builds a store of `all` leaves, appended in batches of the given sizes. Once halfway
+/// the tables are flushed and compacted (so growing tiles become merged base values that
+/// later appends overlay) and the database is reopened (so the in-memory right edge is
+/// reloaded from disk).
 fn build(all: &[Hash], batches: &[usize]) -> (tempfile::TempDir, MerkleStore) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = MerkleStore::open(dir.path()).unwrap();
@@ -89,6 +91,12 @@ fn build(all: &[Hash], batches: &[usize]) -> (tempfile::TempDir, MerkleStore) {
         assert_eq!(out.indexes, (done as u64..end as u64).collect::<Vec<_>>());
         done = end;
         if !reopened && done >= all.len() / 2 {
+            let db = store.db();
+            for cf in MerkleStore::column_families() {
+                let h = db.cf_handle(cf.name()).unwrap();
+                db.flush_cf(h).unwrap();
+                db.compact_range_cf(h, None::<&[u8]>, None::<&[u8]>);
+            }
             drop(store);
             store = MerkleStore::open(dir.path()).unwrap();
             reopened = true;

@@ -208,6 +208,24 @@ impl StateMachine {
     }
 
     fn build(&self) -> io::Result<Snapshot> {
+        // A checkpoint flushes the memtables first. Do the bulk of that flush before taking
+        // the lock, so applying (and every client waiting on it) pauses only for the little
+        // written since, not for a whole memtable (measured: a 400 ms stall per snapshot).
+        let started = std::time::Instant::now();
+        let db = self.lock().db.clone();
+        let names: Vec<String> = self
+            .inner
+            .app
+            .column_families()
+            .iter()
+            .map(|c| c.name().to_string())
+            .chain([CF_SM_META.to_string()])
+            .collect();
+        let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
+        db.flush_cfs_opt(&handles, &rocksdb::FlushOptions::default())
+            .map_err(io_err)?;
+        drop(handles);
+        let flushed = started.elapsed();
         let live = self.lock();
         let meta = SnapshotMeta {
             last_log_id: live.last_applied,
@@ -219,8 +237,15 @@ impl StateMachine {
             .and_then(|c| c.create_checkpoint(dir.join("db")))
             .map_err(io_err)?;
         drop(live);
+        let checkpointed = started.elapsed();
         let snap = self.inner.snapshots.commit(&dir, &meta)?;
-        tracing::info!(snapshot = %snap.path.display(), "built snapshot");
+        tracing::info!(
+            snapshot = %snap.path.display(),
+            flush_ms = flushed.as_millis() as u64,
+            locked_ms = (checkpointed - flushed).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta,
             snapshot: snap,

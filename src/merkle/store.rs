@@ -123,8 +123,18 @@ impl MerkleStore {
         index_opts.set_write_buffer_size(16 << 20);
         index_opts.set_memtable_prefix_bloom_ratio(0.1);
         index_opts.set_memtable_whole_key_filtering(true);
+        let mut tiles_opts = cf(&tiles);
+        tiles_opts.set_merge_operator(
+            tile::OVERLAY_MERGE,
+            |_key: &[u8], existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                tile::overlay_full(existing, ops)
+            },
+            |_key: &[u8], _existing: Option<&[u8]>, ops: &rocksdb::MergeOperands| {
+                tile::overlay_partial(ops)
+            },
+        );
         vec![
-            ColumnFamilyDescriptor::new(CF_TILES, cf(&tiles)),
+            ColumnFamilyDescriptor::new(CF_TILES, tiles_opts),
             ColumnFamilyDescriptor::new(CF_LEAF_INDEX, index_opts),
             ColumnFamilyDescriptor::new(CF_META, cf(&BlockBasedOptions::default())),
         ]
@@ -136,6 +146,10 @@ impl MerkleStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
+        // Write flushed tables out to disk as they are produced instead of in one fsync at
+        // the end: a burst of tens of megabytes in one fsync holds up the Raft log's small
+        // fsyncs on the same file system.
+        opts.set_bytes_per_sync(1 << 20);
         opts
     }
 
@@ -395,7 +409,8 @@ struct EdgeTile {
     index: u64,
     /// Base hashes present.
     width: u64,
-    dirty: bool,
+    /// Slots set since the tile was last written.
+    pending: Vec<u16>,
     buf: Box<[u8; TILE_BYTES]>,
 }
 
@@ -404,13 +419,31 @@ impl EdgeTile {
         EdgeTile {
             index,
             width: 0,
-            dirty: false,
+            pending: Vec::new(),
             buf: Box::new([0u8; TILE_BYTES]),
         }
     }
 
-    fn stored_bytes(&self) -> &[u8] {
-        &self.buf[..tile::stored_slots(self.width) * Hash::LEN]
+    /// Writes the slots set since the last write as one merge operand.
+    fn write_pending(&mut self, level: u8, batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut operand = Vec::with_capacity(self.pending.len() * tile::OVERLAY_ENTRY);
+        for &slot in &self.pending {
+            let slot = slot as usize;
+            tile::push_overlay(
+                &mut operand,
+                slot,
+                &self.buf[slot * Hash::LEN..(slot + 1) * Hash::LEN],
+            );
+        }
+        let id = TileId {
+            level,
+            index: self.index,
+        };
+        batch.merge_cf(cf, id.key(), operand);
+        self.pending.clear();
     }
 
     fn get(&self, slot: usize) -> Hash {
@@ -461,37 +494,20 @@ impl Edge {
         if t.index != id.index {
             // The edge moved right: the previous tile is full and final.
             debug_assert_eq!(id.index, t.index + 1);
-            if t.dirty {
-                batch.put_cf(
-                    cf,
-                    TileId {
-                        level: id.level,
-                        index: t.index,
-                    }
-                    .key(),
-                    t.stored_bytes(),
-                );
-            }
+            t.write_pending(id.level, batch, cf);
             *t = EdgeTile::empty(id.index);
         }
         t.buf[slot * Hash::LEN..(slot + 1) * Hash::LEN].copy_from_slice(&hash.0);
         if level.is_multiple_of(TILE_HEIGHT) {
             t.width = (index % TILE_WIDTH) + 1;
         }
-        t.dirty = true;
+        t.pending.push(slot as u16);
     }
 
     /// Writes every tile changed since the last flush.
     fn flush(&mut self, batch: &mut WriteBatch, cf: &rocksdb::ColumnFamily) {
         for (level, t) in self.tiles.iter_mut().enumerate() {
-            if t.dirty {
-                let id = TileId {
-                    level: level as u8,
-                    index: t.index,
-                };
-                batch.put_cf(cf, id.key(), t.stored_bytes());
-                t.dirty = false;
-            }
+            t.write_pending(level as u8, batch, cf);
         }
     }
 }

@@ -147,3 +147,40 @@ fn corrupted_blocks_are_reported_not_served() {
     }
     assert!(detected > 0, "corruption went unnoticed");
 }
+
+#[test]
+fn small_appends_overlay_compacted_tiles_correctly() {
+    // Growing tiles are written as merge operands; once compacted they become base values
+    // and later operands must be overlaid on them, not replace them.
+    let (_d1, s) = store();
+    let (_d2, reference) = store();
+    let leaves: Vec<Hash> = (0..600).map(h).collect();
+    reference.append(&leaves).unwrap();
+    let db = s.db().clone();
+    let compact = || {
+        for cf in MerkleStore::column_families() {
+            let handle = db.cf_handle(cf.name()).unwrap();
+            db.flush_cf(handle).unwrap();
+            db.compact_range_cf(handle, None::<&[u8]>, None::<&[u8]>);
+        }
+    };
+    for (i, chunk) in leaves.chunks(7).enumerate() {
+        s.append(chunk).unwrap();
+        if i % 9 == 4 {
+            compact();
+        }
+    }
+    for size in [1, 7, 100, 255, 256, 257, 511, 512, 600] {
+        assert_eq!(
+            s.root(size).unwrap(),
+            reference.root(size).unwrap(),
+            "size {size}"
+        );
+    }
+    for i in [0, 5, 250, 300, 599] {
+        assert_eq!(
+            s.inclusion_proof(i, 600).unwrap(),
+            reference.inclusion_proof(i, 600).unwrap()
+        );
+    }
+}

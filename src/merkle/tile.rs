@@ -8,7 +8,12 @@
 //! slots inside that prefix are zero and never read: callers only ask for complete subtrees.
 //!
 //! A proof at a million leaves touches three tiles (levels 0-7, 8-15, 16-19), so it costs a
-//! handful of reads, and an append of 256 leaves rewrites about one tile per tile-level.
+//! handful of reads.
+//!
+//! Appends do not rewrite the growing tile: they write a RocksDB *merge operand* holding
+//! only the slots they set (`slot u16 BE || hash` each), and the merge operator overlays
+//! operands onto the stored prefix. An append of a few leaves therefore writes a few
+//! hundred bytes instead of up to 16 KiB, whatever the batch size.
 
 use super::hash::Hash;
 
@@ -72,6 +77,64 @@ pub(crate) fn stored_slots(width: u64) -> usize {
     (2 * width - 1) as usize
 }
 
+/// Bytes of one overlay entry in a merge operand: slot number and hash.
+pub(crate) const OVERLAY_ENTRY: usize = 2 + Hash::LEN;
+
+/// Name under which the overlay merge operator is registered (part of the on-disk format).
+pub(crate) const OVERLAY_MERGE: &str = "quorumlog-tile-overlay-v1";
+
+/// Appends the overlay entry for `slot` to an operand.
+pub(crate) fn push_overlay(operand: &mut Vec<u8>, slot: usize, hash: &[u8]) {
+    operand.extend_from_slice(&(slot as u16).to_be_bytes());
+    operand.extend_from_slice(hash);
+}
+
+/// Full merge: the stored tile prefix with every operand's slots written over it, in
+/// order. The result is as long as the furthest slot written (the newest base hash is
+/// always the last slot of the prefix). `None` (RocksDB reports corruption) if an operand
+/// is malformed.
+pub(crate) fn overlay_full<'a>(
+    existing: Option<&[u8]>,
+    operands: impl IntoIterator<Item = &'a [u8]>,
+) -> Option<Vec<u8>> {
+    let mut value = Vec::with_capacity(TILE_BYTES);
+    if let Some(e) = existing {
+        if e.len() > TILE_BYTES || e.len() % Hash::LEN != 0 {
+            return None;
+        }
+        value.extend_from_slice(e);
+    }
+    for op in operands {
+        if op.len() % OVERLAY_ENTRY != 0 {
+            return None;
+        }
+        for entry in op.chunks_exact(OVERLAY_ENTRY) {
+            let slot = u16::from_be_bytes([entry[0], entry[1]]) as usize;
+            if slot >= TILE_SLOTS {
+                return None;
+            }
+            let end = (slot + 1) * Hash::LEN;
+            if value.len() < end {
+                value.resize(end, 0);
+            }
+            value[slot * Hash::LEN..end].copy_from_slice(&entry[2..]);
+        }
+    }
+    Some(value)
+}
+
+/// Partial merge: operands concatenated in order (later entries win when applied).
+pub(crate) fn overlay_partial<'a>(operands: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for op in operands {
+        if op.len() % OVERLAY_ENTRY != 0 {
+            return None;
+        }
+        out.extend_from_slice(op);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +189,31 @@ mod tests {
             }
         );
         assert_eq!(s, slot(3, 1000 & 31));
+    }
+
+    #[test]
+    fn overlays_apply_in_order_and_reject_garbage() {
+        let h = |b: u8| [b; 32];
+        let mut a = Vec::new();
+        push_overlay(&mut a, 0, &h(1));
+        push_overlay(&mut a, 2, &h(2));
+        let mut b = Vec::new();
+        push_overlay(&mut b, 1, &h(3));
+        push_overlay(&mut b, 2, &h(4));
+        let v = overlay_full(None, [a.as_slice(), b.as_slice()]).unwrap();
+        assert_eq!(v, [h(1), h(3), h(4)].concat());
+        // Partial merges then a full merge give the same value.
+        let p = overlay_partial([a.as_slice(), b.as_slice()]).unwrap();
+        assert_eq!(overlay_full(None, [p.as_slice()]).unwrap(), v);
+        // Existing prefix kept, extended.
+        let mut c = Vec::new();
+        push_overlay(&mut c, 4, &h(5));
+        let w = overlay_full(Some(&v), [c.as_slice()]).unwrap();
+        assert_eq!(w, [h(1), h(3), h(4), [0; 32], h(5)].concat());
+        assert!(overlay_full(None, [&[1u8, 2, 3][..]]).is_none());
+        let mut bad = Vec::new();
+        push_overlay(&mut bad, TILE_SLOTS, &h(1));
+        assert!(overlay_full(None, [bad.as_slice()]).is_none());
+        assert!(overlay_full(Some(&[0u8; 5][..]), []).is_none());
     }
 }
