@@ -48,10 +48,35 @@ impl PublicKey {
         signature: &Signature,
         what: &'static str,
     ) -> Result<(), BadSignature> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| BadSignature(what))?;
+        let key = decompressed(&self.0).ok_or(BadSignature(what))?;
         key.verify(message, &DalekSignature::from_bytes(&signature.0))
             .map_err(|_| BadSignature(what))
     }
+}
+
+/// Decompressed keys most recently used on this thread, at most this many.
+const KEY_CACHE: usize = 1024;
+
+thread_local! {
+    static KEYS: std::cell::RefCell<std::collections::HashMap<[u8; 32], VerifyingKey>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The decompressed form of a public key. Decompressing costs about a quarter of a
+/// verification and submitters reuse their keys, so recent keys are kept per thread.
+fn decompressed(key: &[u8; 32]) -> Option<VerifyingKey> {
+    if let Some(k) = KEYS.with(|c| c.borrow().get(key).copied()) {
+        return Some(k);
+    }
+    let k = VerifyingKey::from_bytes(key).ok()?;
+    KEYS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= KEY_CACHE {
+            c.clear();
+        }
+        c.insert(*key, k);
+    });
+    Some(k)
 }
 
 impl fmt::Debug for PublicKey {
