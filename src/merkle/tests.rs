@@ -166,18 +166,20 @@ fn small_appends_overlay_compacted_tiles_correctly() {
     };
     for (i, chunk) in leaves.chunks(7).enumerate() {
         s.append(chunk).unwrap();
-        if i % 9 == 4 {
+        // The last compaction leaves a few appends after it, so reads merge operands over
+        // compacted base values.
+        if i % 9 == 4 && i < 80 {
             compact();
         }
     }
-    for size in [1, 7, 100, 255, 256, 257, 511, 512, 600] {
+    for size in [1, 7, 100, 255, 256, 257, 511, 512, 530, 535, 600] {
         assert_eq!(
             s.root(size).unwrap(),
             reference.root(size).unwrap(),
             "size {size}"
         );
     }
-    for i in [0, 5, 250, 300, 599] {
+    for i in [0, 5, 250, 300, 520, 530, 537, 599] {
         assert_eq!(
             s.inclusion_proof(i, 600).unwrap(),
             reference.inclusion_proof(i, 600).unwrap()

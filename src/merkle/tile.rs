@@ -10,10 +10,12 @@
 //! A proof at a million leaves touches three tiles (levels 0-7, 8-15, 16-19), so it costs a
 //! handful of reads.
 //!
-//! Appends do not rewrite the growing tile: they write a RocksDB *merge operand* holding
-//! only the slots they set (`slot u16 BE || hash` each), and the merge operator overlays
-//! operands onto the stored prefix. An append of a few leaves therefore writes a few
-//! hundred bytes instead of up to 16 KiB, whatever the batch size.
+//! Appends do not rewrite the growing bottom tile: they write a RocksDB *merge operand*
+//! holding only the slots they set (`slot u16 BE || hash` each), and the merge operator
+//! overlays operands onto the stored prefix. An append of a few leaves therefore writes a
+//! few hundred bytes instead of up to 16 KiB. The bottom tile is written whole when it is
+//! complete and after every 16 operands (reads merge its operands); upper tiles, which
+//! change once per 256 nodes below them, are always written whole.
 
 use super::hash::Hash;
 
@@ -95,16 +97,16 @@ pub(crate) fn push_overlay(operand: &mut Vec<u8>, slot: usize, hash: &[u8]) {
 /// is malformed.
 pub(crate) fn overlay_full<'a>(
     existing: Option<&[u8]>,
-    operands: impl IntoIterator<Item = &'a [u8]>,
+    operands: impl IntoIterator<Item = &'a [u8]> + Clone,
 ) -> Option<Vec<u8>> {
-    let mut value = Vec::with_capacity(TILE_BYTES);
-    if let Some(e) = existing {
-        if e.len() > TILE_BYTES || e.len() % Hash::LEN != 0 {
-            return None;
-        }
-        value.extend_from_slice(e);
+    let base = existing.unwrap_or_default();
+    if base.len() > TILE_BYTES || base.len() % Hash::LEN != 0 {
+        return None;
     }
-    for op in operands {
+    // Size the result first: reads of growing tiles merge on every get, and most growing
+    // tiles are far smaller than a full one.
+    let mut len = base.len();
+    for op in operands.clone() {
         if op.len() % OVERLAY_ENTRY != 0 {
             return None;
         }
@@ -113,11 +115,16 @@ pub(crate) fn overlay_full<'a>(
             if slot >= TILE_SLOTS {
                 return None;
             }
-            let end = (slot + 1) * Hash::LEN;
-            if value.len() < end {
-                value.resize(end, 0);
-            }
-            value[slot * Hash::LEN..end].copy_from_slice(&entry[2..]);
+            len = len.max((slot + 1) * Hash::LEN);
+        }
+    }
+    let mut value = Vec::with_capacity(len);
+    value.extend_from_slice(base);
+    value.resize(len, 0);
+    for op in operands {
+        for entry in op.chunks_exact(OVERLAY_ENTRY) {
+            let slot = u16::from_be_bytes([entry[0], entry[1]]) as usize;
+            value[slot * Hash::LEN..(slot + 1) * Hash::LEN].copy_from_slice(&entry[2..]);
         }
     }
     Some(value)
