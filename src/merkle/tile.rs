@@ -100,14 +100,14 @@ pub(crate) fn overlay_full<'a>(
     operands: impl IntoIterator<Item = &'a [u8]> + Clone,
 ) -> Option<Vec<u8>> {
     let base = existing.unwrap_or_default();
-    if base.len() > TILE_BYTES || base.len() % Hash::LEN != 0 {
+    if base.len() > TILE_BYTES || !base.len().is_multiple_of(Hash::LEN) {
         return None;
     }
     // Size the result first: reads of growing tiles merge on every get, and most growing
     // tiles are far smaller than a full one.
     let mut len = base.len();
     for op in operands.clone() {
-        if op.len() % OVERLAY_ENTRY != 0 {
+        if !op.len().is_multiple_of(OVERLAY_ENTRY) {
             return None;
         }
         for entry in op.chunks_exact(OVERLAY_ENTRY) {
@@ -134,7 +134,7 @@ pub(crate) fn overlay_full<'a>(
 pub(crate) fn overlay_partial<'a>(operands: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for op in operands {
-        if op.len() % OVERLAY_ENTRY != 0 {
+        if !op.len().is_multiple_of(OVERLAY_ENTRY) {
             return None;
         }
         out.extend_from_slice(op);
