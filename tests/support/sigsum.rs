@@ -27,8 +27,11 @@ pub struct Http {
 impl Default for Http {
     fn default() -> Self {
         Http {
+            // No pooled connections: a server that closes a connection after an error answer
+            // (a refused oversized body, say) must not fail the next request on it.
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap(),
         }
