@@ -834,7 +834,7 @@ async fn slow_and_excess_clients_are_bounded() {
         fast_publish(s)
             .replace("max_in_flight = 4096", "max_in_flight = 2")
             .replace("header_timeout_ms = 10000", "header_timeout_ms = 500")
-            .replace("request_timeout_ms = 30000", "request_timeout_ms = 1500")
+            .replace("request_timeout_ms = 30000", "request_timeout_ms = 8000")
     });
     c.start(1);
     let http = Http::default();
@@ -843,7 +843,7 @@ async fn slow_and_excess_clients_are_bounded() {
     // Everything the server sends until it closes; None if it keeps the connection open.
     let read_all = |mut s: TcpStream| async move {
         let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut out))
             .await
             .ok()
             .map(|_| out)
