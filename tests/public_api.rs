@@ -647,9 +647,10 @@ async fn published_heads_never_regress_or_fork_across_leader_kills() {
         )
         .unwrap_or_else(|e| panic!("head {s} forks from {}: {e:?}", last.head.size));
     }
+    // At least one new head per leader (the loop above also checked each kill).
     assert!(
-        sizes.len() > 3,
-        "publication advanced during the run: {sizes:?}"
+        sizes.len() >= 3,
+        "the observer saw publication advance: {sizes:?}"
     );
     // No acknowledged leaf was lost.
     let s = Submitter::new(10);
