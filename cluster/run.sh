@@ -10,7 +10,8 @@
 #
 # Settings (environment): QUORUMLOG_CLUSTER_DIR (default /var/tmp/quorumlog-cluster),
 # QUORUMLOG_BASE_PORT (default 7000: node k serves its public API on 7000+3(k-1), gRPC on
-# the next port, metrics and health on the one after), QUORUMLOG_WITNESS_PORT (default 7100).
+# the next port, metrics and health on the one after), QUORUMLOG_WITNESS_PORT (default 7100),
+# QUORUMLOG_BIN (a quorumlog binary to use as is: no host setup, no build; for tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ DIR="${QUORUMLOG_CLUSTER_DIR:-/var/tmp/quorumlog-cluster}"
 BASE="${QUORUMLOG_BASE_PORT:-7000}"
 WPORT="${QUORUMLOG_WITNESS_PORT:-7100}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quorumlog-target}"
-BIN="$CARGO_TARGET_DIR/release/quorumlog"
+BIN="${QUORUMLOG_BIN:-$CARGO_TARGET_DIR/release/quorumlog}"
 NODES=3
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
@@ -51,13 +52,15 @@ stop() {
 }
 
 start() {
-  ./cluster/setup-host.sh
-  if [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
+  if [ -z "${QUORUMLOG_BIN:-}" ]; then
+    ./cluster/setup-host.sh
+    if [ -f "$HOME/.cargo/env" ]; then
+      # shellcheck disable=SC1091
+      . "$HOME/.cargo/env"
+    fi
+    log "building (the first build compiles RocksDB and takes a while)"
+    cargo build --release --workspace --bins
   fi
-  log "building (the first build compiles RocksDB and takes a while)"
-  cargo build --release --workspace --bins
   mkdir -p "$DIR/run"
   if [ ! -f "$DIR/witness.key" ]; then
     sigsum-key generate -o "$DIR/witness.key"

@@ -256,3 +256,64 @@ fn dev_runs_a_one_node_log_that_publishes() {
     );
     assert!(data.join("policy").exists() && data.join("log.key").exists());
 }
+
+#[test]
+fn the_cluster_script_starts_a_publishing_cluster_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports below the ephemeral range: three nodes of three ports, then the witness.
+    let base = {
+        let mut p = 23000 + (std::process::id() % 300) as u16 * 10;
+        while (p..p + 10).any(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_err()) {
+            p += 10;
+        }
+        p
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/run.sh");
+    let run = |cmd: &str| {
+        let out = Command::new(script)
+            .arg(cmd)
+            .env("QUORUMLOG_BIN", BIN)
+            .env("QUORUMLOG_CLUSTER_DIR", dir.path())
+            .env("QUORUMLOG_BASE_PORT", base.to_string())
+            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    // Stopped whatever happens below.
+    struct Stop<'a>(&'a dyn Fn(&str) -> (bool, String));
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            (self.0)("stop");
+        }
+    }
+    let _stop = Stop(&run);
+    let (ok, text) = run("start");
+    assert!(ok, "{text}");
+    let policy = dir.path().join("cluster/policy");
+    assert!(text.contains(&format!("http://127.0.0.1:{base}")), "{text}");
+    assert!(text.contains(policy.to_str().unwrap()), "{text}");
+    // The policy names the witness, and every node already serves a cosigned head.
+    let p = std::fs::read_to_string(&policy).unwrap();
+    assert!(
+        p.contains("witness witness1 ") && p.contains("quorum witness1"),
+        "{p}"
+    );
+    let (ok, status) = run("status");
+    assert!(
+        ok && status.contains("leader") && status.contains("witness: running"),
+        "{status}"
+    );
+    let (ok, text) = run("stop");
+    assert!(ok, "{text}");
+    let (_, status) = run("status");
+    assert!(!status.contains("running"), "{status}");
+    for f in ["node1.pid", "witness.pid"] {
+        assert!(!dir.path().join("run").join(f).exists());
+    }
+}
