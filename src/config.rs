@@ -114,6 +114,13 @@ pub struct LogSection {
     /// Sigsum policy file naming the witnesses to collect cosignatures from.
     #[serde(default)]
     pub policy_file: Option<PathBuf>,
+    /// Key custody: `file` (every node reads `key_file`) or `handoff` (one node holds the
+    /// key in memory; transfers hand it over).
+    #[serde(default)]
+    pub custody: crate::publish::custody::Custody,
+    /// In custody `handoff`: delete `key_file` once the key is loaded into memory.
+    #[serde(default)]
+    pub delete_key_file: bool,
 }
 
 /// `[publish]`

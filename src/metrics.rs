@@ -74,6 +74,8 @@ pub struct Metrics {
     pub signed_size: AtomicU64,
     /// 1 while this node holds the signing key and leads, so it publishes.
     pub publishing: AtomicU64,
+    /// 1 while this node holds the signing key.
+    pub signing_key_loaded: AtomicU64,
     add_leaf: Mutex<BTreeMap<u16, u64>>,
     witness: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -87,6 +89,7 @@ impl Default for Metrics {
             published_size: AtomicU64::new(0),
             signed_size: AtomicU64::new(0),
             publishing: AtomicU64::new(0),
+            signing_key_loaded: AtomicU64::new(0),
             add_leaf: Mutex::default(),
             witness: Mutex::default(),
         }
@@ -176,6 +179,13 @@ impl Metrics {
             "1 if this node leads and holds the signing key, so it publishes tree heads.",
             "gauge",
             self.publishing.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut o,
+            "quorumlog_signing_key_loaded",
+            "1 if this node holds the log's signing key.",
+            "gauge",
+            self.signing_key_loaded.load(Ordering::Relaxed),
         );
         gauge(
             &mut o,

@@ -9,10 +9,11 @@ use quorumlog::sigsum::crypto::PublicKey;
 use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog::sigsum::proofs::{ConsistencyProof, InclusionProof};
 use quorumlog::sigsum::tree_head::CosignedTreeHead;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use support::load::{check_heads, verify_run, Load};
 use support::sigsum::{free_port, Http, Submitter, Witness};
 use support::Cluster;
 
@@ -472,36 +473,6 @@ async fn followers_serve_the_same_head_and_verifiable_proofs() {
     assert!(old.head.size <= head.head.size);
 }
 
-/// The safety checker for observed heads: on each node the published size never goes down,
-/// two heads of the same size have the same root (no fork), and every head is signed by the
-/// log. Returns the root of every observed size (for consistency checks against the end).
-fn check_heads(
-    seen: &BTreeMap<u64, Vec<CosignedTreeHead>>,
-    key: &PublicKey,
-) -> Result<HashMap<u64, Hash>, String> {
-    let mut by_size: HashMap<u64, Hash> = HashMap::new();
-    for (id, heads) in seen {
-        for w in heads.windows(2) {
-            if w[0].head.size > w[1].head.size {
-                return Err(format!(
-                    "node {id} went from {} to {}",
-                    w[0].head.size, w[1].head.size
-                ));
-            }
-        }
-        for h in heads {
-            h.head
-                .verify(key)
-                .map_err(|e| format!("node {id}, head {}: {e}", h.head.size))?;
-            let root = *by_size.entry(h.head.size).or_insert(h.head.root_hash);
-            if root != h.head.root_hash {
-                return Err(format!("two different heads of size {}", h.head.size));
-            }
-        }
-    }
-    Ok(by_size)
-}
-
 #[test]
 fn the_head_checker_catches_planted_faults() {
     use quorumlog::publish::signer::LogSigner;
@@ -545,52 +516,12 @@ async fn published_heads_never_regress_or_fork_across_leader_kills() {
     let http = Http::default();
     wait_head(&c, &http, &[1, 2, 3], 0).await;
     let key = log_key(&c);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-
-    // Observer: every node's published head, in order, for the whole run.
-    let seen: Arc<Mutex<BTreeMap<u64, Vec<CosignedTreeHead>>>> = Arc::default();
-    let observer = {
-        let (c, http, seen, stop) = (c.handle(), http.clone(), seen.clone(), stop.clone());
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for id in 1..=3u64 {
-                    if let Some(h) = http.tree_head(&c.api_addr(id)).await {
-                        let mut s = seen.lock().unwrap();
-                        let v = s.entry(id).or_default();
-                        if v.last() != Some(&h) {
-                            v.push(h);
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(30)).await;
-            }
-        })
-    };
-    // Writers: add-leaf to any node, recording every 200.
-    let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let mut writers = Vec::new();
-    for w in 0..4u64 {
-        let (c, http, acked, stop) = (c.handle(), http.clone(), acked.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let s = Submitter::new(10);
-            let mut n = w;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let via = 1 + (n % 3);
-                let body = s.request(n).to_ascii().into_bytes();
-                if let Ok(a) = http.post(&c.api_addr(via), "add-leaf", body, None).await {
-                    if a.status == 200 {
-                        acked.lock().unwrap().push(n);
-                        n += 4;
-                    }
-                }
-            }
-        }));
-    }
+    let load = Load::start(c.handle(), http.clone(), 4, 10);
     // Three leader kills, each followed by a restart of the killed node.
     for round in 0..3 {
-        let before = acked.lock().unwrap().len();
+        let before = load.acked_len();
         c.wait_for("leaves to be acknowledged", 30, || async {
-            acked.lock().unwrap().len() >= before + 20
+            load.acked_len() >= before + 20
         })
         .await;
         let leader = c.leader(&[1, 2, 3]).await;
@@ -611,60 +542,13 @@ async fn published_heads_never_regress_or_fork_across_leader_kills() {
         assert!(h.head.size > published);
         c.start(leader);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    let final_size = acked.len() as u64;
-    let last = wait_head(&c, &http, &[1, 2, 3], final_size).await;
-    stop.store(false, std::sync::atomic::Ordering::Relaxed);
-    observer.abort();
-    let seen = seen.lock().unwrap().clone();
-
-    let by_size = check_heads(&seen, &key).unwrap();
-    // Every smaller head is a prefix of the last one.
-    let mut sizes: Vec<u64> = by_size.keys().copied().filter(|&s| s > 0).collect();
-    sizes.sort_unstable();
-    for &s in &sizes {
-        if s == last.head.size {
-            continue;
-        }
-        let a = http
-            .get(
-                &c.api_addr(1),
-                &format!("get-consistency-proof/{s}/{}", last.head.size),
-            )
-            .await
-            .unwrap();
-        let p = ConsistencyProof::parse(a.body.as_bytes()).unwrap();
-        verify_consistency(
-            s,
-            last.head.size,
-            &by_size[&s],
-            &last.head.root_hash,
-            &p.path,
-        )
-        .unwrap_or_else(|e| panic!("head {s} forks from {}: {e:?}", last.head.size));
-    }
+    let (acked, seen) = load.finish().await;
+    let sizes = verify_run(&c, &http, &key, &acked, &seen, 10).await;
     // At least one new head per leader (the loop above also checked each kill).
     assert!(
         sizes.len() >= 3,
         "the observer saw publication advance: {sizes:?}"
     );
-    // No acknowledged leaf was lost.
-    let s = Submitter::new(10);
-    for n in &acked {
-        let lh = s.leaf(*n).leaf_hash();
-        let a = http
-            .get(
-                &c.api_addr(2),
-                &format!("get-inclusion-proof/{}/{lh}", last.head.size),
-            )
-            .await
-            .unwrap();
-        assert_eq!(a.status, 200, "acknowledged leaf {n} missing: {}", a.body);
-    }
     assert!(!acked.is_empty());
 }
 

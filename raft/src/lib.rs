@@ -17,5 +17,8 @@ pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
-pub use node::{ForwardFn, Node, NodeHandle, NodeOptions, ProposeFn, StartError, WriteError};
+pub use node::{
+    ForwardFn, KeyFn, Node, NodeHandle, NodeOptions, ProposeFn, StartError, TransferHooks,
+    WriteError,
+};
 pub use state_machine::Application;

@@ -63,6 +63,23 @@ pub type ProposeFn =
 /// in, reply bytes out (both encoded by the application).
 pub type ForwardFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
 
+/// The application's handler for a delivered key (bytes in, a message or a refusal out).
+pub type KeyFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Application steps around a planned leadership transfer: `before(to)` runs on the
+/// leader before leadership moves (it may refuse the transfer); `after(to, moved)` runs
+/// once the transfer has succeeded (`moved`) or failed.
+#[derive(Clone)]
+pub struct TransferHooks {
+    /// Prepares the transfer; an error refuses it.
+    pub before: Arc<dyn Fn(NodeId) -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+    /// Finishes it.
+    pub after: Arc<dyn Fn(NodeId, bool) -> BoxFuture<'static, ()> + Send + Sync>,
+}
+
+/// How far (in log entries) a transfer target may trail the leader.
+const TRANSFER_MAX_LAG: u64 = 1000;
+
 /// Longest a forwarded request may take on the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -88,6 +105,8 @@ struct NodeInner {
     sm: StateMachine,
     proposer: OnceLock<ProposeFn>,
     forwarder: OnceLock<ForwardFn>,
+    key_handler: OnceLock<KeyFn>,
+    transfer_hooks: OnceLock<TransferHooks>,
     network: NetworkFactory,
 }
 
@@ -130,6 +149,45 @@ impl NodeHandle {
 
     pub(crate) fn forward_handler(&self) -> Option<ForwardFn> {
         self.0.forwarder.get().cloned()
+    }
+
+    /// Installs the handler for delivered keys (the admin `DeliverKey` call).
+    pub fn set_key_handler(&self, f: KeyFn) {
+        let _ = self.0.key_handler.set(f);
+    }
+
+    pub(crate) fn key_handler(&self) -> Option<KeyFn> {
+        self.0.key_handler.get().cloned()
+    }
+
+    /// Installs the application's steps around a planned leadership transfer.
+    pub fn set_transfer_hooks(&self, h: TransferHooks) {
+        let _ = self.0.transfer_hooks.set(h);
+    }
+
+    /// Delivers `key` to member `to` over the cluster's mutually authenticated channel (the
+    /// client checks it reached that node's certificate).
+    pub async fn deliver_key(&self, to: NodeId, key: Vec<u8>) -> Result<String, WriteError> {
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        let peer = m
+            .membership_config
+            .membership()
+            .get_node(&to)
+            .cloned()
+            .ok_or_else(|| WriteError::Rejected(format!("node {to} is not a member")))?;
+        let channel = self
+            .0
+            .network
+            .channel(to, &peer.raft_addr)
+            .map_err(WriteError::Rejected)?;
+        let mut client = crate::network::pb::admin_client::AdminClient::new(channel);
+        let mut req = tonic::Request::new(crate::network::pb::KeyDelivery { key });
+        req.set_timeout(Duration::from_secs(5));
+        client
+            .deliver_key(req)
+            .await
+            .map(|r| r.into_inner().message)
+            .map_err(|s| WriteError::Rejected(format!("node {to}: {}", s.message())))
     }
 
     /// Sends an application request to the current leader's forward handler, over the
@@ -289,25 +347,60 @@ impl NodeHandle {
         Ok(format!("node {id} removed"))
     }
 
-    /// Moves leadership to `to` and waits (up to 10 s) until it has taken over.
+    /// Moves leadership to `to` and waits (up to 10 s) until it has taken over. Refused if
+    /// `to` is not a voter or trails the leader by more than 1000 entries. The
+    /// application's transfer hooks run before (and may refuse) and after.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<String, WriteError> {
         self.require_leader()?;
         if to == self.0.id {
             return Ok(format!("node {to} is already the leader"));
         }
-        self.0
-            .raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| WriteError::Stopped(e.to_string()))?;
-        self.0
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(to, "leadership transfer")
-            .await
-            .map_err(|e| WriteError::Rejected(e.to_string()))?;
-        Ok(format!("node {to} is now the leader"))
+        let m = self.0.raft.metrics().borrow_watched().clone();
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == to)
+        {
+            return Err(WriteError::Rejected(format!(
+                "node {to} is not a voter; only a voter can lead"
+            )));
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&to).cloned())
+            .flatten()
+            .map_or(0, |l| l.index);
+        if matched + TRANSFER_MAX_LAG < last {
+            return Err(WriteError::Rejected(format!(
+                "node {to} is not caught up (has entry {matched}, the leader {last}); retry when it is"
+            )));
+        }
+        let hooks = self.0.transfer_hooks.get().cloned();
+        if let Some(h) = &hooks {
+            (h.before)(to).await.map_err(WriteError::Rejected)?;
+        }
+        let moved = async {
+            self.0
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| WriteError::Stopped(e.to_string()))?;
+            self.0
+                .raft
+                .wait(Some(Duration::from_secs(10)))
+                .current_leader(to, "leadership transfer")
+                .await
+                .map_err(|e| WriteError::Rejected(e.to_string()))
+        }
+        .await;
+        if let Some(h) = &hooks {
+            (h.after)(to, moved.is_ok()).await;
+        }
+        moved.map(|_| format!("node {to} is now the leader"))
     }
 }
 
@@ -342,6 +435,8 @@ impl Node {
             sm,
             proposer: OnceLock::new(),
             forwarder: OnceLock::new(),
+            key_handler: OnceLock::new(),
+            transfer_hooks: OnceLock::new(),
             network: network.clone(),
         }));
 

@@ -7,7 +7,8 @@ use clap::Subcommand;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::{
-    AddNodeRequest, NodeStatus, RemoveNodeRequest, StatusRequest, TransferLeaderRequest,
+    AddNodeRequest, KeyDelivery, NodeStatus, RemoveNodeRequest, StatusRequest,
+    TransferLeaderRequest,
 };
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
 use quorumlog_raft::network::MAX_MESSAGE_BYTES;
@@ -39,11 +40,21 @@ pub enum AdminCommand {
         #[arg(long)]
         id: u64,
     },
-    /// Move leadership to another voter.
+    /// Move leadership to another voter (in custody `handoff`, the signing key goes with it).
     TransferLeader {
         /// The node that should lead.
         #[arg(long)]
         to: u64,
+    },
+    /// Load the log's signing key into the current leader (custody `handoff`), for
+    /// instance after the node that held it was lost.
+    LoadKey {
+        /// The key file (hex seed, as written by init-cluster).
+        #[arg(long)]
+        key_file: std::path::PathBuf,
+        /// Load into this node instead of the current leader.
+        #[arg(long)]
+        to: Option<u64>,
     },
 }
 
@@ -184,6 +195,33 @@ pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
             })
             .await?;
             println!("{}", reply.message);
+        }
+        AdminCommand::LoadKey { key_file, to } => {
+            let signer = crate::publish::signer::LogSigner::load(&key_file, &cfg.log_public_key())?;
+            let mut me = connect_admin(&tls, cfg.node.id, &cfg.node.raft_addr)?;
+            let view = me
+                .status(with_timeout(StatusRequest {}))
+                .await
+                .with_context(|| format!("node {} at {}", cfg.node.id, cfg.node.raft_addr))?
+                .into_inner();
+            let target = match to.or(view.leader) {
+                Some(t) => t,
+                None => {
+                    anyhow::bail!("no leader is known; retry when one is elected, or pass --to")
+                }
+            };
+            let member = view
+                .members
+                .iter()
+                .find(|m| m.id == target)
+                .ok_or_else(|| anyhow!("node {target} is not a member"))?;
+            let reply = connect_admin(&tls, target, &member.raft_addr)?
+                .deliver_key(with_timeout(KeyDelivery {
+                    key: signer.seed().to_vec(),
+                }))
+                .await
+                .map_err(|s| anyhow!("node {target}: {}", s.message()))?;
+            println!("node {target}: {}", reply.into_inner().message);
         }
     }
     Ok(())

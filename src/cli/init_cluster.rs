@@ -4,6 +4,7 @@ use crate::config::{
     ApiSection, BatchSection, LogSection, MemberSection, NodeConfig, NodeSection, PublishSection,
     RaftSection, RateLimitSection, TlsSection,
 };
+use crate::publish::custody::Custody;
 use crate::publish::signer::LogSigner;
 use crate::sigsum::crypto::PublicKey;
 use anyhow::{bail, Context};
@@ -90,7 +91,11 @@ fn node_config(
     public_key: &str,
     bootstrap: bool,
     members: Vec<MemberSection>,
+    custody: Custody,
 ) -> anyhow::Result<NodeConfig> {
+    // In custody `handoff` only the bootstrapping node starts with the key; the others get
+    // it in a transfer or from `admin load-key`.
+    let key_file = (custody == Custody::File || bootstrap).then(|| PathBuf::from("../log.key"));
     let (api_addr, raft_addr, ops_addr) = addrs(host, base_port, id)?;
     Ok(NodeConfig {
         node: NodeSection {
@@ -108,8 +113,10 @@ fn node_config(
         },
         log: LogSection {
             public_key: public_key.to_string(),
-            key_file: Some(PathBuf::from("../log.key")),
+            key_file,
             policy_file: Some(PathBuf::from("../policy")),
+            custody,
+            delete_key_file: false,
         },
         members,
         batch: BatchSection::default(),
@@ -144,6 +151,7 @@ pub fn init_cluster(
     host: &str,
     base_port: u16,
     witnesses: &[WitnessArg],
+    custody: Custody,
 ) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -177,7 +185,15 @@ pub fn init_cluster(
     let mut configs = Vec::new();
     for id in 1..=nodes {
         // Exactly one node initialises the cluster, and only while it has no Raft state.
-        let cfg = node_config(id, host, base_port, &public_hex, id == 1, members.clone())?;
+        let cfg = node_config(
+            id,
+            host,
+            base_port,
+            &public_hex,
+            id == 1,
+            members.clone(),
+            custody,
+        )?;
         configs.push(write_node(dir, &ca, &cfg)?);
     }
     let policy = policy_text(
@@ -197,7 +213,13 @@ pub fn init_cluster(
 }
 
 /// Creates the files of node `id` for the existing cluster in `dir`.
-pub fn new_node(dir: &Path, id: u64, host: &str, base_port: u16) -> anyhow::Result<()> {
+pub fn new_node(
+    dir: &Path,
+    id: u64,
+    host: &str,
+    base_port: u16,
+    custody: Custody,
+) -> anyhow::Result<()> {
     if id == 0 {
         bail!("--id must be at least 1");
     }
@@ -210,7 +232,7 @@ pub fn new_node(dir: &Path, id: u64, host: &str, base_port: u16) -> anyhow::Resu
         key_pem: read("ca.key")?,
     };
     let public_hex = read("log.pub")?.trim().to_string();
-    let cfg = node_config(id, host, base_port, &public_hex, false, Vec::new())?;
+    let cfg = node_config(id, host, base_port, &public_hex, false, Vec::new(), custody)?;
     let path = write_node(dir, &ca, &cfg)?;
     println!("node {id} config: {}", path.display());
     println!(

@@ -6,7 +6,24 @@ mod serve;
 
 pub use admin::{connect_admin, AdminCommand};
 
-use clap::{Parser, Subcommand};
+use crate::publish::custody::Custody;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `--custody` on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CustodyArg {
+    File,
+    Handoff,
+}
+
+impl From<CustodyArg> for Custody {
+    fn from(c: CustodyArg) -> Custody {
+        match c {
+            CustodyArg::File => Custody::File,
+            CustodyArg::Handoff => Custody::Handoff,
+        }
+    }
+}
 use std::path::PathBuf;
 
 /// Quorumlog: a Raft-replicated Sigsum v1 transparency log.
@@ -38,6 +55,10 @@ enum Command {
         /// quorum is a majority of the witnesses.
         #[arg(long = "witness")]
         witnesses: Vec<init_cluster::WitnessArg>,
+        /// Key custody: `file` (every node has the key file; automatic failover publishes)
+        /// or `handoff` (only node 1 starts with the key; transfers hand it over).
+        #[arg(long, value_enum, default_value = "file")]
+        custody: CustodyArg,
     },
     /// Write the certificate and config of one more node for an existing cluster directory.
     NewNode {
@@ -53,6 +74,9 @@ enum Command {
         /// Same meaning as for init-cluster.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// The cluster's key custody (as given to init-cluster).
+        #[arg(long, value_enum, default_value = "file")]
+        custody: CustodyArg,
     },
     /// Run a one-node log for a first try. The first run writes keys, certificates and an
     /// embedded default configuration into DIR; later runs reuse them.
@@ -89,17 +113,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             host,
             base_port,
             witnesses,
-        } => init_cluster::init_cluster(nodes, &dir, &host, base_port, &witnesses),
+            custody,
+        } => init_cluster::init_cluster(nodes, &dir, &host, base_port, &witnesses, custody.into()),
         Command::NewNode {
             dir,
             id,
             host,
             base_port,
-        } => init_cluster::new_node(&dir, id, &host, base_port),
+            custody,
+        } => init_cluster::new_node(&dir, id, &host, base_port, custody.into()),
         Command::Dev { dir, port } => {
             let config = dir.join("node1/config.toml");
             if !config.exists() {
-                init_cluster::init_cluster(1, &dir, "127.0.0.1", port, &[])?;
+                init_cluster::init_cluster(1, &dir, "127.0.0.1", port, &[], Custody::File)?;
             }
             println!(
                 "dev log: public API http://127.0.0.1:{port}, metrics http://127.0.0.1:{}/metrics, policy {}",

@@ -9,6 +9,7 @@ use crate::api::rate_limit::RateLimiter;
 use crate::api::server::{self, HttpLimits};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
+use crate::publish::custody::{Custody, KeySlot};
 use crate::publish::publisher::{self, PublishConfig};
 use crate::publish::signer::LogSigner;
 use crate::replicated::{
@@ -65,7 +66,7 @@ fn static_resolver(path: &Path) -> anyhow::Result<StaticResolver> {
 
 /// Everything that reads the config before the node starts, so a bad file fails fast.
 struct Setup {
-    signer: Option<Arc<LogSigner>>,
+    keys: Arc<KeySlot>,
     policy: Option<Policy>,
     limiter: RateLimiter,
     resolver: Arc<dyn TxtResolver>,
@@ -73,10 +74,23 @@ struct Setup {
 
 fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
     let log_key = cfg.log_public_key();
-    let signer = match &cfg.log.key_file {
-        Some(f) => Some(Arc::new(LogSigner::load(&cfg.path(f), &log_key)?)),
-        None => None,
+    let signer = match (&cfg.log.key_file, cfg.log.custody) {
+        (Some(f), Custody::File) => Some(LogSigner::load(&cfg.path(f), &log_key)?),
+        // In custody `handoff` the file is optional: only the node that starts with the key
+        // has it (and may delete it once loaded).
+        (Some(f), Custody::Handoff) if cfg.path(f).exists() => {
+            let path = cfg.path(f);
+            let signer = LogSigner::load(&path, &log_key)?;
+            if cfg.log.delete_key_file {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("delete key file {}", path.display()))?;
+                tracing::info!(file = %path.display(), "signing key loaded; key file deleted");
+            }
+            Some(signer)
+        }
+        _ => None,
     };
+    let keys = Arc::new(KeySlot::new(cfg.log.custody, log_key, signer));
     let policy = match &cfg.log.policy_file {
         Some(f) => {
             let p = cfg.path(f);
@@ -95,7 +109,7 @@ fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
         None => Arc::new(SystemResolver::new().context("DNS resolver for submit tokens")?),
     };
     Ok(Setup {
-        signer,
+        keys,
         policy,
         limiter,
         resolver,
@@ -149,9 +163,14 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     handle.set_forward_handler(submitter.clone().forward_handler());
 
     let witnesses = setup.policy.map(|p| p.witnesses).unwrap_or_default();
-    if setup.signer.is_none() {
-        tracing::warn!("no log key file configured: this node will not publish tree heads");
+    if setup.keys.get().is_none() {
+        tracing::warn!(
+            custody = ?setup.keys.custody(),
+            "no signing key: this node publishes no tree heads until one is loaded"
+        );
     }
+    handle.set_key_handler(setup.keys.clone().key_handler());
+    handle.set_transfer_hooks(setup.keys.clone().transfer_hooks(handle.clone()));
     let publish = PublishConfig {
         interval: Duration::from_millis(cfg.publish.interval_ms),
         witness_timeout: Duration::from_millis(
@@ -164,7 +183,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let publisher = publisher::start(
         handle.clone(),
         state.clone(),
-        setup.signer,
+        setup.keys.clone(),
         publish,
         metrics.clone(),
     );

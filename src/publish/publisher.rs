@@ -11,6 +11,7 @@
 //!
 //! Rounds repeat even when the tree did not grow, so cosignature timestamps stay fresh.
 
+use super::custody::KeySlot;
 use super::signer::LogSigner;
 use super::witness::{cosign, WitnessClient, WitnessError};
 use crate::merkle::Hash;
@@ -53,7 +54,7 @@ enum RoundError {
 pub fn start(
     node: NodeHandle,
     state: Arc<LeafState>,
-    signer: Option<Arc<LogSigner>>,
+    keys: Arc<KeySlot>,
     config: PublishConfig,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
@@ -67,18 +68,34 @@ pub fn start(
         let mut round_no = 0u64;
         loop {
             ticker.tick().await;
-            let Some(signer) = signer.as_ref().filter(|_| node.raft().is_leader()) else {
+            let signer = keys.get();
+            metrics
+                .signing_key_loaded
+                .store(u64::from(signer.is_some()), Ordering::Relaxed);
+            let leader = node.raft().is_leader();
+            let note = match (&signer, leader, keys.paused()) {
+                (_, false, _) => "not publishing: not the leader",
+                (None, true, _) => "not publishing: no signing key",
+                (Some(_), true, true) => "not publishing: leadership transfer in progress",
+                (Some(_), true, false) => "publishing",
+            };
+            state.set_publishing_note(note);
+            let Some(signer) = signer.filter(|_| leader && !keys.paused()) else {
                 metrics.publishing.store(0, Ordering::Relaxed);
                 witness_sizes.clear();
                 continue;
             };
+            let _round = keys.round_guard().await;
+            if keys.paused() {
+                continue;
+            }
             metrics.publishing.store(1, Ordering::Relaxed);
             round_no += 1;
             let span = tracing::info_span!("publish_round", round = round_no);
             let r = round(
                 &node,
                 &state,
-                signer,
+                &signer,
                 &config,
                 &client,
                 &mut witness_sizes,

@@ -97,6 +97,12 @@ impl LogSigner {
         })
     }
 
+    /// The 32-byte seed, for a hand-off to another node over the cluster's authenticated
+    /// channel (custody `handoff`). Never log or store it.
+    pub(crate) fn seed(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// The log's public key.
     pub fn public_key(&self) -> PublicKey {
         PublicKey(self.key.verifying_key().to_bytes())

@@ -37,6 +37,8 @@ pub struct LeafState {
     heads: RwLock<Heads>,
     /// Notified whenever a new head is published, so waiters need not poll.
     published_tx: tokio::sync::watch::Sender<u64>,
+    /// Whether this node publishes, and if not why (set by the publisher, shown in status).
+    publishing_note: RwLock<&'static str>,
 }
 
 impl LeafState {
@@ -48,7 +50,16 @@ impl LeafState {
             tree: RwLock::default(),
             heads: RwLock::default(),
             published_tx: tokio::sync::watch::channel(0).0,
+            publishing_note: RwLock::new("not publishing: starting"),
         }
+    }
+
+    /// Records whether this node publishes (shown in `admin status`).
+    pub fn set_publishing_note(&self, note: &'static str) {
+        *self
+            .publishing_note
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = note;
     }
 
     /// The log's public key.
@@ -353,8 +364,14 @@ impl Application for LeafState {
                 let published = self
                     .published_head()
                     .map_or("none".to_string(), |h| h.head.size.to_string());
+                let note = *self
+                    .publishing_note
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner());
                 match t.root(size) {
-                    Ok(root) => format!("tree_size={size} root={root} published_size={published}"),
+                    Ok(root) => {
+                        format!("tree_size={size} root={root} published_size={published} ({note})")
+                    }
                     Err(e) => format!("tree_size={size} root_error={e}"),
                 }
             }

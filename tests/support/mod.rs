@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod load;
 pub mod sigsum;
 
 use quorumlog::merkle::{Hash, MerkleStore};

@@ -3,8 +3,8 @@
 
 use super::pb::{
     self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply,
-    ForwardReply, ForwardRequest, NodeStatus, ProposeReply, ProposeRequest, RemoveNodeRequest,
-    SnapshotChunk, StatusRequest,
+    ForwardReply, ForwardRequest, KeyDelivery, NodeStatus, ProposeReply, ProposeRequest,
+    RemoveNodeRequest, SnapshotChunk, StatusRequest,
 };
 use super::tls::check_peer;
 use crate::log_store::{decode, encode};
@@ -353,5 +353,17 @@ impl Admin for AdminService {
         };
         let reply = handler(req.into_inner().request).await;
         Ok(Response::new(ForwardReply { reply }))
+    }
+
+    async fn deliver_key(&self, req: Request<KeyDelivery>) -> Result<Response<AdminReply>, Status> {
+        let Some(handler) = self.node.key_handler() else {
+            return Err(Status::unimplemented("this node takes no key"));
+        };
+        // The key itself is never logged; only that a delivery happened.
+        tracing::info!("signing key delivery received");
+        let message = handler(req.into_inner().key)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(AdminReply { message }))
     }
 }

@@ -1,0 +1,181 @@
+//! Key custody: which node holds the log's signing key, and how it moves.
+//!
+//! - `file`: every node reads the key file at start; whichever node leads publishes, so a
+//!   failover needs no operator.
+//! - `handoff`: the key is in the memory of one node. A planned leadership transfer sends it
+//!   to the target over the cluster's mutually authenticated channel before leadership
+//!   moves, and the old leader forgets it once the target leads. After an unplanned loss of
+//!   that node the cluster keeps committing leaves but publishes nothing until an operator
+//!   loads the key into the new leader (`quorumlog admin load-key`).
+//!
+//! In both modes a transfer first stops new publication rounds and waits for a running one
+//! to end, so no round straddles the change of leader.
+
+use super::signer::LogSigner;
+use crate::sigsum::crypto::PublicKey;
+use quorumlog_raft::types::NodeId;
+use quorumlog_raft::{KeyFn, NodeHandle, TransferHooks};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Where the signing key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Custody {
+    /// Every node has the key file.
+    #[default]
+    File,
+    /// One node holds the key in memory; transfers hand it over.
+    Handoff,
+}
+
+/// The signing key slot of one node, shared by the publisher, the key handler and the
+/// transfer hooks.
+pub struct KeySlot {
+    custody: Custody,
+    public_key: PublicKey,
+    key: RwLock<Option<Arc<LogSigner>>>,
+    paused: AtomicBool,
+    /// Held for the whole of a publication round; a transfer takes it to wait one out.
+    round: tokio::sync::Mutex<()>,
+}
+
+impl KeySlot {
+    /// A slot for the log `public_key`, holding `key` if given.
+    pub fn new(custody: Custody, public_key: PublicKey, key: Option<LogSigner>) -> KeySlot {
+        KeySlot {
+            custody,
+            public_key,
+            key: RwLock::new(key.map(Arc::new)),
+            paused: AtomicBool::new(false),
+            round: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The custody mode.
+    pub fn custody(&self) -> Custody {
+        self.custody
+    }
+
+    /// The key, if this node holds it.
+    pub fn get(&self) -> Option<Arc<LogSigner>> {
+        self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether publication is paused for a transfer.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Taken by the publisher for the duration of a round.
+    pub async fn round_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.round.lock().await
+    }
+
+    fn set(&self, key: Option<LogSigner>) {
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = key.map(Arc::new);
+    }
+
+    /// Takes a delivered key (32-byte seed), or forgets the key if `seed` is empty.
+    pub fn deliver(&self, seed: &[u8]) -> Result<String, String> {
+        if self.custody != Custody::Handoff {
+            return Err(
+                "key custody is `file` here: every node reads the key file; nothing to load".into(),
+            );
+        }
+        if seed.is_empty() {
+            self.set(None);
+            tracing::info!("signing key forgotten");
+            return Ok("signing key forgotten".into());
+        }
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| "a signing key is a 32-byte Ed25519 seed".to_string())?;
+        let signer = LogSigner::from_seed(seed);
+        if signer.public_key() != self.public_key {
+            return Err("that key is not this log's key (its public key differs)".into());
+        }
+        self.set(Some(signer));
+        tracing::info!("signing key loaded");
+        Ok("signing key loaded; this node publishes while it leads".into())
+    }
+
+    /// The handler for the admin `DeliverKey` call.
+    pub fn key_handler(self: Arc<Self>) -> KeyFn {
+        Arc::new(move |seed| {
+            let slot = self.clone();
+            Box::pin(async move { slot.deliver(&seed) })
+        })
+    }
+
+    /// The steps the leader takes around a planned transfer to node `to`.
+    pub fn transfer_hooks(self: Arc<Self>, node: NodeHandle) -> TransferHooks {
+        let slot = self.clone();
+        let before_node = node.clone();
+        let before = Arc::new(move |to: NodeId| {
+            let slot = slot.clone();
+            let node = before_node.clone();
+            Box::pin(async move {
+                slot.paused.store(true, Ordering::SeqCst);
+                drop(slot.round.lock().await);
+                if slot.custody == Custody::Handoff {
+                    if let Some(key) = slot.get() {
+                        if let Err(e) = node.deliver_key(to, key.seed().to_vec()).await {
+                            slot.paused.store(false, Ordering::SeqCst);
+                            return Err(format!("handing the signing key to node {to}: {e}"));
+                        }
+                        tracing::info!(to, "signing key handed over");
+                    } else {
+                        tracing::warn!(to, "transfer without a signing key to hand over");
+                    }
+                }
+                Ok(())
+            }) as futures::future::BoxFuture<'static, Result<(), String>>
+        });
+        let slot = self;
+        let after = Arc::new(move |to: NodeId, moved: bool| {
+            let slot = slot.clone();
+            let node = node.clone();
+            Box::pin(async move {
+                if slot.custody == Custody::Handoff && slot.get().is_some() {
+                    if moved {
+                        slot.set(None);
+                        tracing::info!(to, "signing key forgotten after the transfer");
+                    } else if let Err(e) = node.deliver_key(to, Vec::new()).await {
+                        // The target keeps a copy; it publishes only if it ever leads.
+                        tracing::warn!(to, error = %e, "could not take the key back");
+                    }
+                }
+                slot.paused.store(false, Ordering::SeqCst);
+            }) as futures::future::BoxFuture<'static, ()>
+        });
+        TransferHooks { before, after }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_checks_the_key_and_the_mode() {
+        let signer = LogSigner::from_seed([4; 32]);
+        let slot = KeySlot::new(Custody::Handoff, signer.public_key(), None);
+        assert!(slot.get().is_none());
+        assert!(slot.deliver(&[1; 31]).is_err());
+        assert!(slot
+            .deliver(&[5; 32])
+            .unwrap_err()
+            .contains("not this log's key"));
+        slot.deliver(&[4; 32]).unwrap();
+        assert_eq!(slot.get().unwrap().public_key(), signer.public_key());
+        slot.deliver(&[]).unwrap();
+        assert!(slot.get().is_none());
+        let file = KeySlot::new(Custody::File, signer.public_key(), Some(signer));
+        assert!(file
+            .deliver(&[4; 32])
+            .unwrap_err()
+            .contains("custody is `file`"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Maintenance and failover: planned leadership transfers that carry the signing key
+//! (custody `handoff`), leader loss in both custody modes, `load-key`, and who may hold
+//! the key.
+
+mod support;
+
+use quorumlog::sigsum::crypto::PublicKey;
+use quorumlog_raft::network::pb::{KeyDelivery, TransferLeaderRequest};
+use std::process::Command;
+use std::time::Duration;
+use support::load::{verify_run, Load};
+use support::sigsum::Http;
+use support::{Cluster, BIN};
+
+fn fast_publish(s: &str) -> String {
+    s.replace("interval_ms = 3000", "interval_ms = 300")
+        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
+}
+
+fn log_key(c: &Cluster) -> PublicKey {
+    let hex = std::fs::read_to_string(c.path.join("log.pub")).unwrap();
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(hex.trim(), &mut k).unwrap();
+    PublicKey(k)
+}
+
+/// A metric's value on node `id`.
+async fn metric(c: &Cluster, http: &Http, id: u64, name: &str) -> Option<u64> {
+    let text = http.get(&c.ops_addr(id), "metrics").await.ok()?.body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The nodes among `ids` that report holding the signing key, once the report is stable.
+async fn key_holders(c: &Cluster, http: &Http, ids: &[u64]) -> Vec<u64> {
+    let mut holders = Vec::new();
+    for &id in ids {
+        if metric(c, http, id, "quorumlog_signing_key_loaded").await == Some(1) {
+            holders.push(id);
+        }
+    }
+    holders
+}
+
+async fn published(c: &Cluster, http: &Http, id: u64) -> u64 {
+    http.tree_head(&c.api_addr(id))
+        .await
+        .map_or(0, |h| h.head.size)
+}
+
+fn init(custody: &str) -> Cluster {
+    Cluster::init_with(
+        3,
+        0,
+        &["--custody".to_string(), custody.to_string()],
+        fast_publish,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_transfers_under_load_move_the_key_and_lose_nothing() {
+    let mut c = init("handoff");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let key = log_key(&c);
+    let leader = c.leader(&[1, 2, 3]).await;
+    assert_eq!(leader, 1, "the bootstrapping node leads first");
+    c.wait_for("node 1 to publish", 30, || async {
+        published(&c, &http, 1).await > 0 || http.tree_head(&c.api_addr(1)).await.is_some()
+    })
+    .await;
+    let load = Load::start(c.handle(), http.clone(), 4, 30);
+    for i in 0..20u64 {
+        let from = c.leader(&[1, 2, 3]).await;
+        let to = from % 3 + 1;
+        let before = load.acked_len();
+        c.wait_for("leaves accepted between transfers", 30, || async {
+            load.acked_len() >= before + 5
+        })
+        .await;
+        let reply = c
+            .admin(from)
+            .transfer_leader(TransferLeaderRequest { to })
+            .await
+            .unwrap_or_else(|e| panic!("transfer {i} from {from} to {to}: {}", e.message()));
+        assert!(reply.into_inner().message.contains("now the leader"));
+        // Exactly one node holds the key afterwards: the new leader.
+        let holders = c
+            .wait_until(
+                || format!("transfer {i}: the key only on node {to}"),
+                10,
+                || async {
+                    let h = key_holders(&c, &http, &[1, 2, 3]).await;
+                    (h == vec![to]).then_some(h)
+                },
+            )
+            .await;
+        assert_eq!(holders, vec![to]);
+        // ... and it publishes from the replicated head.
+        let p = published(&c, &http, to).await;
+        c.wait_for("the new leader to publish", 15, || async {
+            published(&c, &http, to).await > p
+        })
+        .await;
+    }
+    let (acked, seen) = load.finish().await;
+    verify_run(&c, &http, &key, &acked, &seen, 30).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_key_holder_stops_publication_until_load_key() {
+    let mut c = init("handoff");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let key = log_key(&c);
+    assert_eq!(c.leader(&[1, 2, 3]).await, 1);
+    c.wait_for("node 1 to publish", 30, || async {
+        http.tree_head(&c.api_addr(1)).await.is_some()
+    })
+    .await;
+    let load = Load::start(c.handle(), http.clone(), 2, 40);
+    c.wait_for("leaves accepted", 30, || async { load.acked_len() >= 10 })
+        .await;
+    c.kill(1);
+    let leader = c.leader(&[2, 3]).await;
+    // Leaves still get 200 ...
+    let before = load.acked_len();
+    c.wait_for("leaves accepted without the key holder", 30, || async {
+        load.acked_len() >= before + 20
+    })
+    .await;
+    // ... but nothing is published, and the node says why.
+    let stuck = published(&c, &http, leader).await;
+    let status = c
+        .wait_until(
+            || "status to say there is no signing key".to_string(),
+            10,
+            || async {
+                let s = c.status(leader).await.ok()?;
+                s.app
+                    .contains("not publishing: no signing key")
+                    .then_some(s)
+            },
+        )
+        .await;
+    assert!(status.app.contains("no signing key"), "{status:?}");
+    assert_eq!(
+        metric(&c, &http, leader, "quorumlog_publishing").await,
+        Some(0)
+    );
+    let more = load.acked_len();
+    c.wait_for("more leaves", 30, || async {
+        load.acked_len() >= more + 10
+    })
+    .await;
+    assert_eq!(published(&c, &http, leader).await, stuck);
+
+    // The operator loads the key into the new leader: publication resumes.
+    let other = if leader == 2 { 3 } else { 2 };
+    let out = Command::new(BIN)
+        .args(["admin", "--config"])
+        .arg(c.config_path(other))
+        .args(["load-key", "--key-file"])
+        .arg(c.path.join("log.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "load-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acked_now = load.acked_len() as u64;
+    c.wait_for("publication to resume", 30, || async {
+        published(&c, &http, leader).await >= acked_now
+    })
+    .await;
+    let (acked, seen) = load.finish().await;
+    c.start(1);
+    verify_run(&c, &http, &key, &acked, &seen, 40).await;
+
+    // The key never reached a log.
+    let seed = std::fs::read_to_string(c.path.join("log.key")).unwrap();
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(c.path.join(format!("node{id}.log"))).unwrap();
+        assert!(!log.contains(seed.trim()), "node {id} logged the key");
+        assert!(log.contains("signing key") || id != leader);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
+    let mut c = init("handoff");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    // Not a voter: refused with a clear reason.
+    let e = c
+        .admin(leader)
+        .transfer_leader(TransferLeaderRequest { to: 9 })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("not a voter"), "{}", e.message());
+
+    // A process with another cluster's certificate can neither deliver nor fetch a key:
+    // the TLS handshake fails before any call.
+    let other = Cluster::init(1, 0, |s| s.to_string());
+    let foreign = other.tls(1);
+    let ch = quorumlog_raft::network::client::connect_lazy(&foreign, leader, &c.raft_addr(leader))
+        .unwrap();
+    let mut client = quorumlog_raft::network::pb::admin_client::AdminClient::new(ch);
+    let mut req = tonic::Request::new(KeyDelivery { key: vec![1; 32] });
+    req.set_timeout(Duration::from_secs(5));
+    assert!(client.deliver_key(req).await.is_err());
+
+    // A member delivering the wrong key is refused and the holder keeps the right one.
+    let mut req = tonic::Request::new(KeyDelivery { key: vec![1; 32] });
+    req.set_timeout(Duration::from_secs(5));
+    let e = c.admin(leader).deliver_key(req).await.unwrap_err();
+    assert!(
+        e.message().contains("not this log's key"),
+        "{}",
+        e.message()
+    );
+    let http = Http::default();
+    c.wait_for("the leader to keep publishing", 20, || async {
+        http.tree_head(&c.api_addr(leader)).await.is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_custody_transfers_move_no_key_and_failover_publishes() {
+    let mut c = init("file");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.wait_for("every node to hold the key", 20, || async {
+        key_holders(&c, &http, &[1, 2, 3]).await.len() == 3
+    })
+    .await;
+    let to = leader % 3 + 1;
+    c.admin(leader)
+        .transfer_leader(TransferLeaderRequest { to })
+        .await
+        .unwrap();
+    assert_eq!(key_holders(&c, &http, &[1, 2, 3]).await.len(), 3);
+    // Kill the leader: the new one publishes by itself.
+    let p = published(&c, &http, to).await;
+    let load = Load::start(c.handle(), http.clone(), 2, 50);
+    c.wait_for("leaves", 30, || async { load.acked_len() >= 10 })
+        .await;
+    c.kill(to);
+    let next = c
+        .leader(&(1..=3).filter(|&i| i != to).collect::<Vec<_>>())
+        .await;
+    c.wait_for("the new leader to publish", 30, || async {
+        published(&c, &http, next).await > p
+    })
+    .await;
+    let (acked, seen) = load.finish().await;
+    c.start(to);
+    verify_run(&c, &http, &log_key(&c), &acked, &seen, 50).await;
+}
