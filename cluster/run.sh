@@ -5,6 +5,10 @@
 #                           only), start the witness and the three nodes, wait until the log
 #                           publishes a cosigned tree head, print the URLs and the policy
 #   cluster/run.sh status   processes, each node's Raft status and its published tree head
+#   cluster/run.sh rolling-restart
+#                           restart every node in turn while the log keeps accepting leaves:
+#                           move leadership away from it, stop it, start it, wait until it
+#                           has caught up
 #   cluster/run.sh stop     stop the nodes and the witness (data is kept)
 #   cluster/run.sh reset    stop, then delete the cluster directory
 #
@@ -110,6 +114,67 @@ Stop it:     cluster/run.sh stop
 EOF
 }
 
+# `admin status` through any node that answers; its rows are "id role term leader
+# committed applied ...".
+status_table() {
+  for k in $(seq "$NODES"); do
+    if out=$("$BIN" admin --config "$DIR/cluster/node$k/config.toml" status 2>/dev/null); then
+      echo "$out"
+      return 0
+    fi
+  done
+  return 1
+}
+
+leader_id() {
+  status_table | awk 'NR > 1 && $4 ~ /^[0-9]+$/ { print $4; exit }'
+}
+
+# Column `col` of node k's own row.
+node_field() {
+  status_table | awk -v k="$1" -v col="$2" 'NR > 1 && $1 == k { print $col; exit }'
+}
+
+stop_node() {
+  local p="$DIR/run/node$1.pid"
+  if running "$p"; then
+    kill "$(cat "$p")"
+    for _ in $(seq 100); do running "$p" || break; sleep 0.1; done
+    running "$p" && kill -9 "$(cat "$p")" 2>/dev/null || true
+  fi
+  rm -f "$p"
+}
+
+rolling_restart() {
+  for k in $(seq "$NODES"); do
+    local leader
+    leader=$(leader_id || true)
+    if [ "$leader" = "$k" ]; then
+      local to=$((k % NODES + 1))
+      log "node $k leads: moving leadership to node $to"
+      "$BIN" admin --config "$DIR/cluster/node$to/config.toml" transfer-leader --to "$to" >&2
+    fi
+    log "restarting node $k"
+    stop_node "$k"
+    # What node k must have applied before the next node goes down.
+    local target deadline=$((SECONDS + 120))
+    target=$(node_field "$(leader_id)" 5)
+    start_bg "$DIR/run/node$k.pid" "$DIR/run/node$k.log" \
+      "$BIN" serve --config "$DIR/cluster/node$k/config.toml"
+    until applied=$(node_field "$k" 6) && [ -n "$applied" ] && [ "$applied" != "-" ] &&
+      [ "$applied" -ge "${target:-0}" ] &&
+      curl -sf "http://$(ops "$k")/health" >/dev/null; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        log "node $k did not catch up within 120 s; see $DIR/run/node$k.log"
+        exit 1
+      fi
+      sleep 0.2
+    done
+    log "node $k is back and caught up (applied $applied >= $target)"
+  done
+  log "rolling restart done"
+}
+
 status() {
   for p in "$DIR"/run/*.pid; do
     [ -f "$p" ] || continue
@@ -126,6 +191,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
+  rolling-restart) rolling_restart ;;
   reset) stop; rm -rf "$DIR"; log "deleted $DIR" ;;
-  *) echo "usage: $0 start|status|stop|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|rolling-restart|stop|reset" >&2; exit 2 ;;
 esac

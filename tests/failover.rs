@@ -269,3 +269,87 @@ async fn file_custody_transfers_move_no_key_and_failover_publishes() {
     c.start(to);
     verify_run(&c, &http, &log_key(&c), &acked, &seen, 50).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rolling_restart_script_keeps_the_log_accepting_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = {
+        let mut p = 26000 + (std::process::id() % 300) as u16 * 10;
+        while (p..p + 10).any(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_err()) {
+            p += 10;
+        }
+        p
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/run.sh");
+    let run = |cmd: &str| {
+        let out = Command::new(script)
+            .arg(cmd)
+            .env("QUORUMLOG_BIN", BIN)
+            .env("QUORUMLOG_CLUSTER_DIR", dir.path())
+            .env("QUORUMLOG_BASE_PORT", base.to_string())
+            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    struct Stop<'a>(&'a dyn Fn(&str) -> (bool, String));
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            (self.0)("stop");
+        }
+    }
+    let _stop = Stop(&run);
+    let (ok, text) = run("start");
+    assert!(ok, "{text}");
+    let c = support::Handle::at(dir.path().join("cluster"), base);
+    let http = Http::default();
+    let load = Load::start(c.clone(), http.clone(), 4, 60);
+    c.wait_for("leaves", 30, || async { load.acked_len() >= 20 })
+        .await;
+    let before = load.acked_len();
+    let (ok, text) = tokio::task::spawn_blocking(move || {
+        let out = Command::new(script)
+            .arg("rolling-restart")
+            .env("QUORUMLOG_BIN", BIN)
+            .env("QUORUMLOG_CLUSTER_DIR", c.path.parent().unwrap())
+            .env("QUORUMLOG_BASE_PORT", base.to_string())
+            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{text}");
+    for k in 1..=3 {
+        assert!(
+            text.contains(&format!("node {k} is back and caught up")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("moving leadership"), "{text}");
+    // Leaves kept being accepted during the restarts, and after them.
+    let during = load.acked_len();
+    assert!(
+        during > before + 20,
+        "{before} then {during} leaves: the log stalled"
+    );
+    let c = support::Handle::at(dir.path().join("cluster"), base);
+    c.wait_for("leaves after the restarts", 30, || async {
+        load.acked_len() >= during + 20
+    })
+    .await;
+    let (acked, seen) = load.finish().await;
+    let hex = std::fs::read_to_string(dir.path().join("cluster/log.pub")).unwrap();
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(hex.trim(), &mut k).unwrap();
+    verify_run(&c, &http, &PublicKey(k), &acked, &seen, 60).await;
+}

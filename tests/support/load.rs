@@ -130,7 +130,7 @@ pub fn check_heads(
 /// After a run: no regression or fork among the heads seen, every head consistent with the
 /// final one, and every leaf answered 200 in it. Returns the distinct sizes seen.
 pub async fn verify_run(
-    c: &super::Cluster,
+    c: &Handle,
     http: &Http,
     key: &PublicKey,
     acked: &[u64],

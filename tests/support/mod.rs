@@ -164,6 +164,16 @@ impl std::ops::Deref for Cluster {
 }
 
 impl Handle {
+    /// A client of a cluster made elsewhere (by `cluster/run.sh`, say) in `path`.
+    pub fn at(path: PathBuf, base_port: u16) -> Handle {
+        install_crypto_provider();
+        Handle {
+            path,
+            base_port,
+            channels: Default::default(),
+        }
+    }
+
     pub fn config_path(&self, id: u64) -> PathBuf {
         self.path.as_path().join(format!("node{id}/config.toml"))
     }
