@@ -108,6 +108,13 @@ async fn twenty_transfers_under_load_move_the_key_and_lose_nothing() {
     }
     let (acked, seen) = load.finish().await;
     verify_run(&c, &http, &key, &acked, &seen, 30).await;
+    // Twenty hand-overs, and the key is in no log.
+    let seed = std::fs::read_to_string(c.path.join("log.key")).unwrap();
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(c.path.join(format!("node{id}.log"))).unwrap();
+        assert!(log.contains("signing key"), "node {id} logged no hand-over");
+        assert!(!log.contains(seed.trim()), "node {id} logged the key");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
