@@ -74,9 +74,9 @@ pub fn start(
                 .store(u64::from(signer.is_some()), Ordering::Relaxed);
             let leader = node.raft().is_leader();
             let note = match (&signer, leader, keys.paused()) {
-                (_, false, _) => "not publishing: not the leader",
+                (_, false, _) => "not publishing: follower",
                 (None, true, _) => "not publishing: no signing key",
-                (Some(_), true, true) => "not publishing: leadership transfer in progress",
+                (Some(_), true, true) => "not publishing: transfer in progress",
                 (Some(_), true, false) => "publishing",
             };
             state.set_publishing_note(note);

@@ -373,9 +373,13 @@ impl Handle {
             }
             *seen.lock().unwrap() = view.clone();
             let apps: Vec<String> = view.into_iter().collect::<Result<_, _>>().ok()?;
-            let same = apps
-                .iter()
-                .all(|a| a.split_once(' ').map(|x| x.1) == apps[0].split_once(' ').map(|x| x.1));
+            // Compare the replicated state only: not the role, nor the node's own
+            // publishing note in parentheses.
+            let state = |a: &String| {
+                a.split_once(' ')
+                    .map(|x| x.1.split(" (").next().unwrap_or_default().to_string())
+            };
+            let same = apps.iter().all(|a| state(a) == state(&apps[0]));
             (same && apps[0].contains(&want)).then(|| apps[0].clone())
         })
         .await
