@@ -29,7 +29,23 @@ const KEY_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    // Declared before `thread`: a clone drops its sender first, so when the last clone goes
+    // the channel is closed by the time `_thread` joins the thread.
     flusher: mpsc::Sender<IoFlushed>,
+    _thread: Arc<FlusherThread>,
+}
+
+/// Joins the flusher thread when the last handle goes, so the database is closed before
+/// the process can exit (RocksDB aborts if its threads outlive its statics).
+struct FlusherThread(std::sync::Mutex<Option<std::thread::JoinHandle<()>>>);
+
+impl Drop for FlusherThread {
+    fn drop(&mut self) {
+        let handle = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -60,10 +76,14 @@ impl LogStore {
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).map_err(io_err)?);
         let (tx, rx) = mpsc::channel::<IoFlushed>();
         let flush_db = db.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("raft-log-flusher".into())
             .spawn(move || flusher(flush_db, rx))?;
-        Ok(LogStore { db, flusher: tx })
+        Ok(LogStore {
+            db,
+            flusher: tx,
+            _thread: Arc::new(FlusherThread(std::sync::Mutex::new(Some(handle)))),
+        })
     }
 
     fn cf(&self, name: &str) -> io::Result<&rocksdb::ColumnFamily> {
