@@ -33,6 +33,8 @@ const STREAM_IDLE: Duration = Duration::from_secs(10);
 pub struct NetworkFactory {
     tls: Arc<TlsFiles>,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Consecutive failures to open an append stream, per peer.
+    stream_failures: Arc<Mutex<HashMap<NodeId, u32>>>,
 }
 
 impl NetworkFactory {
@@ -41,6 +43,7 @@ impl NetworkFactory {
         NetworkFactory {
             tls,
             channels: Arc::default(),
+            stream_failures: Arc::default(),
         }
     }
 
@@ -77,6 +80,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &Peer) -> PeerClient {
         PeerClient {
             target,
+            stream_failures: self.stream_failures.clone(),
             client: self.channel(target, &node.raft_addr).map(|ch| {
                 RaftClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -90,6 +94,33 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: NodeId,
     client: Result<RaftClient<Channel>, String>,
+    stream_failures: Arc<Mutex<HashMap<NodeId, u32>>>,
+}
+
+/// Wait before retrying a peer after `failures` consecutive failures: 50 ms doubling to 2 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(50u64 << failures.min(5)).min(Duration::from_secs(2))
+}
+
+impl PeerClient {
+    fn stream_opened(&self) {
+        let mut m = self
+            .stream_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.remove(&self.target);
+    }
+
+    /// Counts one more failure to open a stream to this peer; returns the count.
+    fn stream_failed(&self) -> u32 {
+        let mut m = self
+            .stream_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(self.target).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
 }
 
 fn status_to_rpc(s: tonic::Status) -> RpcError {
@@ -130,9 +161,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
 
     /// Exponential backoff for an unreachable peer: 50 ms doubling to 2 s.
     fn backoff(&self) -> Option<Backoff> {
-        let delays = (0..)
-            .map(|i: u32| Duration::from_millis(50u64 << i.min(5)).min(Duration::from_secs(2)));
-        Some(Backoff::new(delays))
+        Some(Backoff::new((0..).map(retry_delay)))
     }
 
     async fn append_entries(
@@ -158,17 +187,28 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
     {
         Box::pin(async move {
-            let mut client = self.client()?;
             // Encoding an openraft message into postcard cannot fail; a request that did
             // would end the stream, and openraft reconnects.
             let requests = tokio_stream::StreamExt::map_while(input, |r| {
                 encode(&r).ok().map(|data| pb::Payload { data })
             });
-            let responses = client
-                .stream_append(requests)
-                .await
-                .map_err(status_to_rpc)?
-                .into_inner();
+            let opened = match self.client() {
+                Ok(mut c) => c.stream_append(requests).await.map_err(status_to_rpc),
+                Err(e) => Err(e),
+            };
+            let responses = match opened {
+                Ok(r) => {
+                    self.stream_opened();
+                    r.into_inner()
+                }
+                Err(e) => {
+                    // openraft reopens the stream at once; without a pause a dead peer
+                    // costs thousands of attempts (and log lines) a second.
+                    let n = self.stream_failed();
+                    tokio::time::sleep(retry_delay(n)).await;
+                    return Err(e);
+                }
+            };
             // The stream lives as long as replication to this peer; instead of one deadline
             // it gets an idle deadline: no answer for STREAM_IDLE ends it (openraft then
             // opens a new one), so a hung peer cannot stall replication.
