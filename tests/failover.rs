@@ -202,6 +202,13 @@ async fn losing_the_key_holder_stops_publication_until_load_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     let mut c = init("handoff");
+    // Node 1 starts with its own copy of the key and deletes it once loaded.
+    let own = c.node_dir(1).join("own.key");
+    std::fs::copy(c.path.join("log.key"), &own).unwrap();
+    c.edit_config(1, |s| {
+        s.replace("key_file = \"../log.key\"", "key_file = \"own.key\"")
+            .replace("delete_key_file = false", "delete_key_file = true")
+    });
     for id in 1..=3 {
         c.start(id);
     }
@@ -239,6 +246,8 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
         http.tree_head(&c.api_addr(leader)).await.is_some()
     })
     .await;
+    assert!(!own.exists(), "the key file was deleted once loaded");
+    assert_eq!(key_holders(&c, &http, &[1, 2, 3]).await, vec![1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
