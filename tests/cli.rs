@@ -4,7 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quorumlog");
+mod support;
+
+use support::BIN;
 
 fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
@@ -259,43 +261,12 @@ fn dev_runs_a_one_node_log_that_publishes() {
 
 #[test]
 fn the_cluster_script_starts_a_publishing_cluster_and_stops_it() {
-    let dir = tempfile::tempdir().unwrap();
-    // Ports below the ephemeral range: three nodes of three ports, then the witness.
-    let base = {
-        let mut p = 23000 + (std::process::id() % 300) as u16 * 10;
-        while (p..p + 10).any(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_err()) {
-            p += 10;
-        }
-        p
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/run.sh");
-    let run = |cmd: &str| {
-        let out = Command::new(script)
-            .arg(cmd)
-            .env("QUORUMLOG_BIN", BIN)
-            .env("QUORUMLOG_CLUSTER_DIR", dir.path())
-            .env("QUORUMLOG_BASE_PORT", base.to_string())
-            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
-    // Stopped whatever happens below.
-    struct Stop<'a>(&'a dyn Fn(&str) -> (bool, String));
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            (self.0)("stop");
-        }
-    }
-    let _stop = Stop(&run);
+    let script = support::script::ScriptCluster::new();
+    let (dir, base) = (script.dir().to_path_buf(), script.base);
+    let run = |cmd: &str| script.run(cmd);
     let (ok, text) = run("start");
     assert!(ok, "{text}");
-    let policy = dir.path().join("cluster/policy");
+    let policy = dir.join("cluster/policy");
     assert!(text.contains(&format!("http://127.0.0.1:{base}")), "{text}");
     assert!(text.contains(policy.to_str().unwrap()), "{text}");
     // The policy names the witness, and every node already serves a cosigned head.
@@ -314,6 +285,6 @@ fn the_cluster_script_starts_a_publishing_cluster_and_stops_it() {
     let (_, status) = run("status");
     assert!(!status.contains("running"), "{status}");
     for f in ["node1.pid", "witness.pid"] {
-        assert!(!dir.path().join("run").join(f).exists());
+        assert!(!dir.join("run").join(f).exists());
     }
 }

@@ -4,25 +4,12 @@
 
 mod support;
 
-use quorumlog::sigsum::crypto::PublicKey;
 use quorumlog_raft::network::pb::{KeyDelivery, TransferLeaderRequest};
 use std::process::Command;
 use std::time::Duration;
 use support::load::{verify_run, Load};
 use support::sigsum::Http;
-use support::{Cluster, BIN};
-
-fn fast_publish(s: &str) -> String {
-    s.replace("interval_ms = 3000", "interval_ms = 300")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
-}
-
-fn log_key(c: &Cluster) -> PublicKey {
-    let hex = std::fs::read_to_string(c.path.join("log.pub")).unwrap();
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(hex.trim(), &mut k).unwrap();
-    PublicKey(k)
-}
+use support::{fast_publish, Cluster, BIN};
 
 /// A metric's value on node `id`.
 async fn metric(c: &Cluster, http: &Http, id: u64, name: &str) -> Option<u64> {
@@ -65,7 +52,7 @@ async fn twenty_transfers_under_load_move_the_key_and_lose_nothing() {
         c.start(id);
     }
     let http = Http::default();
-    let key = log_key(&c);
+    let key = c.log_key();
     let leader = c.leader(&[1, 2, 3]).await;
     assert_eq!(leader, 1, "the bootstrapping node leads first");
     c.wait_for("node 1 to publish", 30, || async {
@@ -124,7 +111,7 @@ async fn losing_the_key_holder_stops_publication_until_load_key() {
         c.start(id);
     }
     let http = Http::default();
-    let key = log_key(&c);
+    let key = c.log_key();
     assert_eq!(c.leader(&[1, 2, 3]).await, 1);
     c.wait_for("node 1 to publish", 30, || async {
         http.tree_head(&c.api_addr(1)).await.is_some()
@@ -283,64 +270,24 @@ async fn file_custody_transfers_move_no_key_and_failover_publishes() {
     .await;
     let (acked, seen) = load.finish().await;
     c.start(to);
-    verify_run(&c, &http, &log_key(&c), &acked, &seen, 50).await;
+    verify_run(&c, &http, &c.log_key(), &acked, &seen, 50).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_script_keeps_the_log_accepting_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = {
-        let mut p = 26000 + (std::process::id() % 300) as u16 * 10;
-        while (p..p + 10).any(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_err()) {
-            p += 10;
-        }
-        p
-    };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/cluster/run.sh");
-    let run = |cmd: &str| {
-        let out = Command::new(script)
-            .arg(cmd)
-            .env("QUORUMLOG_BIN", BIN)
-            .env("QUORUMLOG_CLUSTER_DIR", dir.path())
-            .env("QUORUMLOG_BASE_PORT", base.to_string())
-            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
-    struct Stop<'a>(&'a dyn Fn(&str) -> (bool, String));
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            (self.0)("stop");
-        }
-    }
-    let _stop = Stop(&run);
-    let (ok, text) = run("start");
+    let script = support::script::ScriptCluster::new();
+    let (ok, text) = script.run("start");
     assert!(ok, "{text}");
-    let c = support::Handle::at(dir.path().join("cluster"), base);
+    let (dir, base) = (script.dir().to_path_buf(), script.base);
+    let c = support::Handle::at(dir.join("cluster"), base);
     let http = Http::default();
     let load = Load::start(c.clone(), http.clone(), 4, 60);
     c.wait_for("leaves", 30, || async { load.acked_len() >= 20 })
         .await;
     let before = load.acked_len();
+    let script_dir = dir.clone();
     let (ok, text) = tokio::task::spawn_blocking(move || {
-        let out = Command::new(script)
-            .arg("rolling-restart")
-            .env("QUORUMLOG_BIN", BIN)
-            .env("QUORUMLOG_CLUSTER_DIR", c.path.parent().unwrap())
-            .env("QUORUMLOG_BASE_PORT", base.to_string())
-            .env("QUORUMLOG_WITNESS_PORT", (base + 9).to_string())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        support::script::run_script(&script_dir, base, "rolling-restart")
     })
     .await
     .unwrap();
@@ -358,14 +305,11 @@ async fn rolling_restart_script_keeps_the_log_accepting_leaves() {
         during > before + 20,
         "{before} then {during} leaves: the log stalled"
     );
-    let c = support::Handle::at(dir.path().join("cluster"), base);
+    let c = support::Handle::at(dir.join("cluster"), base);
     c.wait_for("leaves after the restarts", 30, || async {
         load.acked_len() >= during + 20
     })
     .await;
     let (acked, seen) = load.finish().await;
-    let hex = std::fs::read_to_string(dir.path().join("cluster/log.pub")).unwrap();
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(hex.trim(), &mut k).unwrap();
-    verify_run(&c, &http, &PublicKey(k), &acked, &seen, 60).await;
+    verify_run(&c, &http, &c.log_key(), &acked, &seen, 60).await;
 }

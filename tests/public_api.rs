@@ -5,7 +5,6 @@
 mod support;
 
 use quorumlog::merkle::{verify_consistency, verify_inclusion, Hash};
-use quorumlog::sigsum::crypto::PublicKey;
 use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog::sigsum::proofs::{ConsistencyProof, InclusionProof};
 use quorumlog::sigsum::tree_head::CosignedTreeHead;
@@ -15,20 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::load::{check_heads, verify_run, Load};
 use support::sigsum::{free_port, Http, Submitter, Witness};
-use support::Cluster;
-
-/// Publication every 300 ms so tests do not wait long for heads.
-fn fast_publish(s: &str) -> String {
-    s.replace("interval_ms = 3000", "interval_ms = 300")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
-}
-
-fn log_key(c: &Cluster) -> PublicKey {
-    let hex = std::fs::read_to_string(c.path.join("log.pub")).unwrap();
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(hex.trim(), &mut k).unwrap();
-    PublicKey(k)
-}
+use support::{fast_publish, Cluster};
 
 /// Waits until every node in `ids` serves the same published head of at least `size`.
 async fn wait_head(c: &Cluster, http: &Http, ids: &[u64], size: u64) -> CosignedTreeHead {
@@ -399,7 +385,7 @@ async fn followers_serve_the_same_head_and_verifiable_proofs() {
         submit_ok(&c, &http, 1 + n % 3, &s, n).await;
     }
     let head = wait_head(&c, &http, &[1, 2, 3], 20).await;
-    let key = log_key(&c);
+    let key = c.log_key();
     head.head.verify(&key).unwrap();
     let old = wait_head(&c, &http, &[1, 2, 3], 0).await;
     let mut leaves_seen = Vec::new();
@@ -515,7 +501,7 @@ async fn published_heads_never_regress_or_fork_across_leader_kills() {
     }
     let http = Http::default();
     wait_head(&c, &http, &[1, 2, 3], 0).await;
-    let key = log_key(&c);
+    let key = c.log_key();
     let load = Load::start(c.handle(), http.clone(), 4, 10);
     // Three leader kills, each followed by a restart of the killed node.
     for round in 0..3 {
@@ -560,7 +546,7 @@ async fn a_leaf_answered_200_is_in_the_next_published_head() {
     }
     let http = Http::default();
     let s = Submitter::new(4);
-    let key = log_key(&c);
+    let key = c.log_key();
     for n in 0..10 {
         let via = 1 + n % 3;
         submit_ok(&c, &http, via, &s, n).await;
@@ -635,7 +621,7 @@ async fn submit_tokens_and_rate_limits() {
     wait_head(&c, &http, &[1, 2, 3], 0).await;
     let leader = c.leader(&[1, 2, 3]).await;
     let follower = (1..=3).find(|&i| i != leader).unwrap();
-    let log = log_key(&c);
+    let log = c.log_key();
     let token = |domain: &str, k: &Submitter| format!("{domain} {}", k.token(&log));
     let post = |via: u64, s: &Submitter, n: u64, t: Option<String>| {
         let http = http.clone();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod script;
 pub mod sigsum;
 
 use quorumlog::merkle::{Hash, MerkleStore};
@@ -42,6 +43,12 @@ fn free_base(count: u16) -> u16 {
             return base;
         }
     }
+}
+
+/// Publication every 300 ms so tests do not wait long for heads.
+pub fn fast_publish(s: &str) -> String {
+    s.replace("interval_ms = 3000", "interval_ms = 300")
+        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
 }
 
 /// A leaf that is unique per `n` (signatures are not checked by the replication layer).
@@ -172,6 +179,14 @@ impl Handle {
             base_port,
             channels: Default::default(),
         }
+    }
+
+    /// The log's public key, from the cluster directory.
+    pub fn log_key(&self) -> quorumlog::sigsum::crypto::PublicKey {
+        let hex = std::fs::read_to_string(self.path.join("log.pub")).unwrap();
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(hex.trim(), &mut k).unwrap();
+        quorumlog::sigsum::crypto::PublicKey(k)
     }
 
     pub fn config_path(&self, id: u64) -> PathBuf {
