@@ -344,7 +344,12 @@ impl NodeConfig {
             election_timeout_min: r.election_timeout_min_ms,
             election_timeout_max: r.election_timeout_max_ms,
             install_snapshot_timeout: r.snapshot_timeout_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_every_entries),
+            // Nodes apply the same log, so with one threshold they would all snapshot (and
+            // flush their memtables) at the same moment; spread them over a fifth of the
+            // interval by node id.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(
+                r.snapshot_every_entries + (self.node.id % 5) * r.snapshot_every_entries / 25,
+            ),
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             // A follower further behind than this is sent a snapshot instead of entries.
             replication_lag_threshold: r.snapshot_every_entries + r.keep_entries_after_snapshot,
