@@ -30,18 +30,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::client::conn::http1;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use quorumlog_raft::network::pb::TransferLeaderRequest;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::bench::{env_or, exchange, post_add_leaf, publish_every_second, wanted, Sender};
 use support::sigsum::{Http, Submitter};
 use support::Cluster;
-use tokio::net::TcpStream;
 
 /// Submitter keys the requests of measurement 1 rotate through.
 const KEYS: u8 = 4;
@@ -55,77 +51,25 @@ const POLL: Duration = Duration::from_millis(20);
 /// Longest wait for one HTTP exchange of the load.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Whether measurement `name` runs (`QL_SCENARIOS`, default both: transfer,failover).
-fn wanted(name: &str) -> bool {
-    std::env::var("QL_SCENARIOS").map_or(true, |v| v.split(',').any(|x| x.trim() == name))
-}
-
-/// Publication (and the witness wait) every second instead of every three.
-fn publish_every_second(s: &str) -> String {
-    s.replace("interval_ms = 3000", "interval_ms = 1000")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 1000")
-}
-
 fn custody(mode: &str) -> [String; 2] {
     ["--custody".to_string(), mode.to_string()]
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-
-/// Opens one HTTP/1.1 keep-alive connection to `addr`.
-async fn connect(addr: &str) -> Result<Sender, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake {addr}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// POSTs `body` to `/add-leaf` over `conn`, connecting first when there is no connection.
-/// Any transport error or timeout drops the connection, so the next call opens a new one.
+/// POSTs `body` to `/add-leaf` over `conn`, connecting first when there is none. A
+/// transport error or a timeout drops the connection, so the next call opens a new one.
 async fn add_leaf(conn: &mut Option<Sender>, addr: &str, body: Bytes) -> Result<u16, String> {
-    if conn.is_none() {
-        *conn = Some(connect(addr).await?);
+    match tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        exchange(conn, addr, post_add_leaf(addr, body)),
+    )
+    .await
+    {
+        Ok(r) => r.map(|(status, _)| status),
+        Err(_) => {
+            *conn = None;
+            Err(format!("no answer from {addr} in {EXCHANGE_TIMEOUT:?}"))
+        }
     }
-    let sender = conn.as_mut().expect("connected above");
-    let req = Request::builder()
-        .method(Method::POST)
-        .uri("/add-leaf")
-        .header(hyper::header::HOST, addr)
-        .body(Full::new(body))
-        .expect("a valid request");
-    let exchange = async {
-        sender.ready().await.map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        // Read the body to the end so the connection can carry the next request.
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(status)
-    };
-    let result = match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer from {addr} in {EXCHANGE_TIMEOUT:?}")),
-    };
-    if result.is_err() {
-        *conn = None;
-    }
-    result
 }
 
 /// Distinct signed add-leaf bodies: a pre-signed stock handed out in order, then bodies

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod load;
 pub mod script;
 pub mod sigsum;
