@@ -68,10 +68,6 @@ pub struct Metrics {
     pub batch_leaves: Histogram,
     /// Seconds from proposing a batch to its commit and apply on the leader.
     pub commit_latency: Histogram,
-    /// Latest published tree size this node serves.
-    pub published_size: AtomicU64,
-    /// Latest signed tree size recorded in the replicated state.
-    pub signed_size: AtomicU64,
     /// 1 while this node holds the signing key and leads, so it publishes.
     pub publishing: AtomicU64,
     /// 1 while this node holds the signing key.
@@ -86,8 +82,6 @@ impl Default for Metrics {
             leaves_appended: AtomicU64::new(0),
             batch_leaves: Histogram::new(BATCH_BOUNDS),
             commit_latency: Histogram::new(LATENCY_BOUNDS),
-            published_size: AtomicU64::new(0),
-            signed_size: AtomicU64::new(0),
             publishing: AtomicU64::new(0),
             signing_key_loaded: AtomicU64::new(0),
             add_leaf: Mutex::default(),
@@ -96,8 +90,12 @@ impl Default for Metrics {
     }
 }
 
-/// Raft state read at scrape time.
+/// Raft and replicated state read at scrape time.
 pub struct RaftGauges {
+    /// Size of the published head this node serves (0 before the first).
+    pub published_size: u64,
+    /// Size of the latest signed head in the replicated state (0 before the first).
+    pub signed_size: u64,
     /// Current term.
     pub term: u64,
     /// Current leader id (0 if none is known).
@@ -164,14 +162,14 @@ impl Metrics {
             "quorumlog_published_size",
             "Size of the published (cosigned) tree head this node serves.",
             "gauge",
-            self.published_size.load(Ordering::Relaxed),
+            raft.published_size,
         );
         gauge(
             &mut o,
             "quorumlog_signed_size",
             "Size of the latest signed tree head in the replicated state.",
             "gauge",
-            self.signed_size.load(Ordering::Relaxed),
+            raft.signed_size,
         );
         gauge(
             &mut o,
@@ -282,6 +280,8 @@ mod tests {
             applied: 8,
             is_leader: false,
             tree_size: 10,
+            published_size: 9,
+            signed_size: 10,
         });
         assert!(text.contains("quorumlog_batch_leaves_bucket{le=\"16\"} 1"));
         assert!(text.contains("quorumlog_batch_leaves_bucket{le=\"4\"} 0"));

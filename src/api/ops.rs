@@ -33,12 +33,6 @@ pub fn router(ops: Arc<Ops>) -> Router {
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
     let s = ops.node.status();
-    let published = ops.state.published_head().map_or(0, |h| h.head.size);
-    let signed = ops.state.signed_head().map_or(0, |h| h.size);
-    ops.metrics
-        .published_size
-        .store(published, Ordering::Relaxed);
-    ops.metrics.signed_size.store(signed, Ordering::Relaxed);
     let gauges = RaftGauges {
         term: s.term,
         leader: s.leader.unwrap_or(0),
@@ -46,6 +40,8 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
         applied: s.applied_index.unwrap_or(0),
         is_leader: s.role == "leader",
         tree_size: ops.state.tree().map_or(0, |t| t.size()),
+        published_size: ops.state.published_head().map_or(0, |h| h.head.size),
+        signed_size: ops.state.signed_head().map_or(0, |h| h.size),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

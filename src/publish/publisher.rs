@@ -149,7 +149,6 @@ async fn round(
     if state.signed_head() != Some(head) {
         commit(node, LogCommand::SignedHead(head)).await?;
     }
-    metrics.signed_size.store(size, Ordering::Relaxed);
 
     let checkpoint = head.checkpoint(&signer.public_key().key_hash());
     let note = checkpoint.signed_note(&signer.public_key(), &head.signature);
