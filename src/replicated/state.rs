@@ -35,8 +35,6 @@ pub struct LeafState {
     log_key: PublicKey,
     tree: RwLock<Option<Arc<MerkleStore>>>,
     heads: RwLock<Heads>,
-    /// Notified whenever a new head is published, so waiters need not poll.
-    published_tx: tokio::sync::watch::Sender<u64>,
     /// Whether this node publishes, and if not why (set by the publisher, shown in status).
     publishing_note: RwLock<&'static str>,
 }
@@ -49,7 +47,6 @@ impl LeafState {
             log_key,
             tree: RwLock::default(),
             heads: RwLock::default(),
-            published_tx: tokio::sync::watch::channel(0).0,
             publishing_note: RwLock::new("not publishing: starting"),
         }
     }
@@ -84,11 +81,6 @@ impl LeafState {
             .unwrap_or_else(|e| e.into_inner())
             .published
             .clone()
-    }
-
-    /// Watches the published size (changes each time a larger head is published).
-    pub fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.published_tx.subscribe()
     }
 
     /// The leaf at `index`, if the tree has it.
@@ -264,11 +256,7 @@ impl LeafState {
             db.write(batch).map_err(io::Error::other)?;
         }
         if outcome == ApplyOutcome::HeadRecorded {
-            let size = heads.published.as_ref().map(|p| p.head.size);
             *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
-            if let Some(size) = size {
-                self.published_tx.send_replace(size);
-            }
         } else if let ApplyOutcome::Invalid(e) = &outcome {
             tracing::warn!(reason = %e, "refused a replicated command");
         }
@@ -297,11 +285,7 @@ impl Application for LeafState {
         let heads = Self::load_heads(&db)?;
         let tree = MerkleStore::new(db).map_err(io::Error::other)?;
         *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tree));
-        let size = heads.published.as_ref().map(|p| p.head.size);
         *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
-        if let Some(size) = size {
-            self.published_tx.send_replace(size);
-        }
         Ok(())
     }
 
@@ -493,13 +477,10 @@ mod tests {
             head: at(n),
             cosignatures: vec![],
         };
-        let mut watch = state.watch_published();
         assert_eq!(
             outcome(&state, LogCommand::PublishedHead(published(3))),
             ApplyOutcome::HeadRecorded
         );
-        assert!(watch.has_changed().unwrap());
-        assert_eq!(*watch.borrow_and_update(), 3);
         assert!(matches!(
             outcome(&state, LogCommand::PublishedHead(published(2))),
             ApplyOutcome::Invalid(_)
