@@ -12,6 +12,7 @@
 
 use super::dns::TxtResolver;
 use super::rate_limit::{verify_token, RateLimiter};
+use crate::merkle::Hash;
 use crate::metrics::Metrics;
 use crate::replicated::{GroupCommit, LeafState, ProposeError};
 use crate::sigsum::crypto::PublicKey;
@@ -101,7 +102,7 @@ impl Submitter {
                 return Answer::error(400, e.to_string());
             }
         }
-        if self.known(&request) {
+        if self.known(&request.leaf().leaf_hash()) {
             return Answer::ok();
         }
         // During an election no node leads for a moment: keep trying (leader or forward)
@@ -145,11 +146,10 @@ impl Submitter {
     }
 
     /// Whether the leaf is already in this node's tree (then it is committed).
-    fn known(&self, request: &AddLeafRequest) -> bool {
-        let hash = request.leaf().leaf_hash();
+    fn known(&self, hash: &Hash) -> bool {
         self.state
             .tree()
-            .and_then(|t| t.index_of(&hash).ok().flatten())
+            .and_then(|t| t.index_of(hash).ok().flatten())
             .is_some()
     }
 
@@ -177,12 +177,12 @@ impl Submitter {
             Ok(c) => c,
             Err(e) => return Answer::error(429, e.to_string()),
         };
-        if let Err(e) = request.verify() {
+        if let Err(e) = leaf.verify(&request.public_key) {
             // Nothing is added, so nothing is charged.
             self.limiter.refund(charge);
             return Answer::error(403, format!("{e}"));
         }
-        if self.known(&request) {
+        if self.known(&leaf.leaf_hash()) {
             self.limiter.refund(charge);
             return Answer::ok();
         }
