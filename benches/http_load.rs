@@ -17,11 +17,15 @@
 //! 4. `get-inclusion-proof` at a tree of 1,000,000 leaves (filled through the admin
 //!    `Propose` call in batches of 1024), 64 closed-loop clients asking for random leaves,
 //!    once against the leader and once spread over all nodes.
+//! 5. `docker`: with the loopback cluster stopped, the Docker cluster of
+//!    `cluster/docker.sh` (three containers and a witness container): the time from `up` to
+//!    a cosigned head on every node (images already built), then (1) against its leader
+//!    through the port published on 127.0.0.1.
 //!
-//! Run: `cargo bench --bench http_load` (about three minutes). `QL_SCENARIOS` picks
-//! scenarios (`leader,half,all,proofs`); with `QL_FULL_RATE=<200/s>` the half-load run
-//! skips measuring the full rate first. The cluster processes are
-//! killed and their directory removed when the benchmark ends.
+//! Run: `cargo bench --bench http_load` (about four minutes). `QL_SCENARIOS` picks
+//! scenarios (`leader,half,all,proofs,docker`); with `QL_FULL_RATE=<200/s>` the half-load
+//! run skips measuring the full rate first. The cluster processes are killed, the
+//! containers and volumes removed and their directories deleted when the benchmark ends.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -34,8 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::bench::{env_or, exchange, get, post_add_leaf, publish_every_second, wanted};
+use support::docker::DockerCluster;
 use support::sigsum::{Http, Submitter};
-use support::{leaf, Cluster};
+use support::{leaf, Cluster, Handle};
 use tokio::time::MissedTickBehavior;
 
 /// Submitter keys the pre-signed requests rotate through.
@@ -298,11 +303,7 @@ async fn add_leaf_closed(label: &str, addrs: &[String], clients: usize, pool: Ar
 
 /// The leader's tree size, from its admin status.
 async fn tree_size(c: &Cluster, id: u64) -> u64 {
-    let app = c.status(id).await.expect("status").app;
-    app.split_whitespace()
-        .find_map(|w| w.strip_prefix("tree_size="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tree size in status {app:?}"))
+    c.app(id).await.expect("status").tree_size
 }
 
 /// Fills the tree to at least `target` leaves with synthetic leaves; their leaf hashes.
@@ -356,7 +357,7 @@ async fn fill(c: &Cluster, leader: u64, target: u64) -> Vec<Hash> {
 }
 
 /// The smallest published head size over `ids`, once each is at least `size`.
-async fn published_at_least(c: &Cluster, http: &Http, ids: &[u64], size: u64) -> u64 {
+async fn published_at_least(c: &Handle, http: &Http, ids: &[u64], size: u64) -> u64 {
     c.wait_until(
         || format!("nodes {ids:?} to publish a head of size >= {size}"),
         120,
@@ -447,20 +448,46 @@ async fn run() {
     }
 
     // 4. Inclusion proofs at 1M leaves.
-    if !wanted("proofs") {
-        return;
+    if wanted("proofs") {
+        let leader = c.leader(&[1, 2, 3]).await;
+        let leader_addr = vec![c.api_addr(leader)];
+        let hashes = Arc::new(fill(&c, leader, PROOF_TREE).await);
+        let t = Instant::now();
+        let size = published_at_least(&c, &http, &[1, 2, 3], PROOF_TREE).await;
+        eprintln!(
+            "(all nodes published a head >= {PROOF_TREE} {:.1} s after the fill)",
+            t.elapsed().as_secs_f64()
+        );
+        proofs("leader", &leader_addr, size, hashes.clone()).await;
+        proofs("all nodes", &all_addrs, size, hashes).await;
     }
-    let leader = c.leader(&[1, 2, 3]).await;
-    let leader_addr = vec![c.api_addr(leader)];
-    let hashes = Arc::new(fill(&c, leader, PROOF_TREE).await);
+
+    // 5. The Docker cluster, alone on the machine.
+    drop(c);
+    if wanted("docker") {
+        docker(clients, leaves).await;
+    }
+}
+
+/// `up` of the Docker cluster, then the closed loop of (1) against its leader.
+async fn docker(clients: usize, leaves: usize) {
+    let dc = std::sync::Arc::new(DockerCluster::new("bench", 63));
     let t = Instant::now();
-    let size = published_at_least(&c, &http, &[1, 2, 3], PROOF_TREE).await;
-    eprintln!(
-        "(all nodes published a head >= {PROOF_TREE} {:.1} s after the fill)",
+    let up = dc.clone();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        up.run_with(std::path::Path::new(support::BIN), &["up"])
+    })
+    .await
+    .expect("docker.sh up");
+    assert!(ok, "cluster/docker.sh up failed:\n{out}");
+    println!(
+        "docker: up to a cosigned head on every node in {:.1} s (images already built)",
         t.elapsed().as_secs_f64()
     );
-    proofs("leader", &leader_addr, size, hashes.clone()).await;
-    proofs("all nodes", &all_addrs, size, hashes).await;
+    let leader = dc.status().expect("status").leader.expect("a leader");
+    let addr = vec![dc.handle().api_addr(leader)];
+    let pool = Pool::sign(3 << 32, leaves).await;
+    add_leaf_closed("docker leader", &addr, clients, pool).await;
 }
 
 fn main() {

@@ -114,11 +114,10 @@ Stop it:     cluster/run.sh stop
 EOF
 }
 
-# `admin status` through any node that answers; its rows are "id role term leader
-# committed applied ...".
-status_table() {
+# The typed cluster status (`admin status --json`) through any node that answers.
+status_json() {
   for k in $(seq "$NODES"); do
-    if out=$("$BIN" admin --config "$DIR/cluster/node$k/config.toml" status 2>/dev/null); then
+    if out=$("$BIN" admin --config "$DIR/cluster/node$k/config.toml" status --json 2>/dev/null); then
       echo "$out"
       return 0
     fi
@@ -127,12 +126,13 @@ status_table() {
 }
 
 leader_id() {
-  status_table | awk 'NR > 1 && $4 ~ /^[0-9]+$/ { print $4; exit }'
+  status_json | jq -er '.leader // empty'
 }
 
-# Column `col` of node k's own row.
+# A field of node k's own report (committed_index, applied_index, ...).
 node_field() {
-  status_table | awk -v k="$1" -v col="$2" 'NR > 1 && $1 == k { print $col; exit }'
+  status_json | jq -r --argjson k "$1" --arg f "$2" \
+    '.members[] | select(.id == $k) | .node[$f] // empty'
 }
 
 stop_node() {
@@ -158,10 +158,10 @@ rolling_restart() {
     stop_node "$k"
     # What node k must have applied before the next node goes down.
     local target deadline=$((SECONDS + 120))
-    target=$(node_field "$(leader_id)" 5)
+    target=$(node_field "$(leader_id)" committed_index)
     start_bg "$DIR/run/node$k.pid" "$DIR/run/node$k.log" \
       "$BIN" serve --config "$DIR/cluster/node$k/config.toml"
-    until applied=$(node_field "$k" 6) && [ -n "$applied" ] && [ "$applied" != "-" ] &&
+    until applied=$(node_field "$k" applied_index) && [ -n "$applied" ] &&
       [ "$applied" -ge "${target:-0}" ] &&
       curl -sf "http://$(ops "$k")/health" >/dev/null; do
       if [ "$SECONDS" -ge "$deadline" ]; then

@@ -6,6 +6,9 @@
 #   sigsum-go      Debian's sigsum-submit/-verify/-monitor/-witness (bookworm-backports),
 #                  the third-party judges of protocol compatibility in the interop tests
 #   iproute2       network namespaces for the fault tests
+#   jq             the cluster scripts read the typed status (`admin status --json`)
+#   mmdebstrap     builds the Docker base image from Debian packages (no registry needed)
+#   chromium       the status page test renders the page headless
 #   build tools    gcc/g++/make for the bundled RocksDB and ring
 #
 # protoc is not installed: the build uses the vendored binary from protoc-bin-vendored.
@@ -48,7 +51,7 @@ if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/
 fi
 
 missing=()
-for p in libclang-dev clang build-essential pkg-config iproute2 ca-certificates curl; do
+for p in libclang-dev clang build-essential pkg-config iproute2 ca-certificates curl jq mmdebstrap chromium; do
   have_pkg "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

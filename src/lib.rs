@@ -7,6 +7,7 @@
 //! - [`api`]: the public Sigsum HTTP API, rate limiting and the ops listener.
 //! - [`publish`]: tree-head signing and witness cosigning.
 //! - [`metrics`]: counters and histograms for the ops listener.
+//! - [`status`]: the typed cluster status behind the status page and `admin status`.
 //! - [`config`]: a node's configuration file.
 //! - [`cli`]: the `quorumlog` command.
 #![warn(missing_docs)]
@@ -19,3 +20,4 @@ pub mod metrics;
 pub mod publish;
 pub mod replicated;
 pub mod sigsum;
+pub mod status;

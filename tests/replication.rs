@@ -85,8 +85,8 @@ async fn concurrent_proposals_converge_on_every_node() {
         vec![index_of[&17]]
     );
 
-    let summary = c.wait_converged(&[1, 2, 3], 200).await;
-    assert!(summary.contains("root="), "{summary}");
+    let converged = c.wait_converged(&[1, 2, 3], 200).await;
+    assert!(converged.root_hash.is_some(), "{converged:?}");
     // Group commit: 200 concurrent single-leaf proposals took far fewer Raft entries.
     let after = c.status(1).await.unwrap().last_log_index.unwrap();
     assert!(
@@ -177,13 +177,7 @@ async fn killing_the_leader_loses_no_acknowledged_leaf() {
 
     // The killed node restarts and catches up with the others.
     c.lock().unwrap().start(old_leader);
-    let size = handle.status(new_leader).await.unwrap().app;
-    let size: u64 = size
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("tree_size="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let size = handle.app(new_leader).await.unwrap().tree_size;
     assert!(size >= acked.len() as u64);
     handle.wait_converged(&[1, 2, 3], size).await;
 
@@ -303,25 +297,36 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
         .count();
     assert_eq!(snaps, 1, "old snapshots were not cleaned up");
 
-    // And the admin status command shows all four.
+    // And the admin status command shows all four, as typed JSON.
     let out = std::process::Command::new(support::BIN)
         .args(["admin", "--config"])
         .arg(c.config_path(1))
-        .arg("status")
+        .args(["status", "--json"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(text.matches("tree_size=121").count(), 4, "{text}");
-    assert_eq!(
-        text.matches("leader").count(),
-        2,
-        "header and one leader: {text}"
+    let status: quorumlog::status::ClusterStatus = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status.members.len(), 4, "{status:?}");
+    let reports: Vec<_> = status
+        .members
+        .iter()
+        .map(|m| m.node.as_ref().expect("every member answers"))
+        .collect();
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.app.as_ref().unwrap().tree_size == 121),
+        "{status:?}"
     );
+    let leaders = reports
+        .iter()
+        .filter(|r| r.role == quorumlog::status::RaftRole::Leader)
+        .count();
+    assert_eq!(leaders, 1, "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,19 +3,21 @@
 
 use crate::log_store::LogStore;
 use crate::network::client::NetworkFactory;
-use crate::network::pb::{admin_server::AdminServer, raft_server::RaftServer, Member, NodeStatus};
+use crate::network::pb::{
+    admin_server::AdminServer, raft_server::RaftServer, LeaderChange, Member, NodeStatus, Role,
+};
 use crate::network::server::{AdminService, RaftService};
 use crate::network::tls::{install_crypto_provider, TlsFiles};
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::state_machine::{Application, StateMachine};
-use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig};
+use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig, ServerState};
 use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -83,6 +85,9 @@ const TRANSFER_MAX_LAG: u64 = 1000;
 /// Longest a forwarded request may take on the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many leader changes a node remembers for its status.
+const LEADER_CHANGES_KEPT: usize = 16;
+
 /// What a node needs to start.
 pub struct NodeOptions {
     /// This node's id.
@@ -108,6 +113,8 @@ struct NodeInner {
     key_handler: OnceLock<KeyFn>,
     transfer_hooks: OnceLock<TransferHooks>,
     network: NetworkFactory,
+    /// Leader changes this node has seen, oldest first (node-local, not replicated).
+    leader_changes: Mutex<VecDeque<LeaderChange>>,
 }
 
 /// A cheap handle to a running node.
@@ -279,9 +286,16 @@ impl NodeHandle {
         let m = self.0.raft.metrics().borrow_watched().clone();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let role = match m.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Shutdown,
+        };
         NodeStatus {
             id: self.0.id,
-            role: format!("{:?}", m.state).to_lowercase(),
+            role: role.into(),
             term: m.current_term,
             leader: m.current_leader,
             committed_index: m.local_committed.map(|l| l.index),
@@ -289,7 +303,7 @@ impl NodeHandle {
             last_log_index: m.last_log_index,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
-            app: self.0.sm.summary(),
+            app_status: self.0.sm.app_status(),
             members: membership
                 .nodes()
                 .map(|(id, p)| Member {
@@ -299,7 +313,35 @@ impl NodeHandle {
                     voter: voters.contains(id),
                 })
                 .collect(),
+            leader_changes: self
+                .0
+                .leader_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// Asks member `id` at `raft_addr` for its status over the cluster's authenticated
+    /// channel, waiting at most `timeout`.
+    pub async fn peer_status(
+        &self,
+        id: NodeId,
+        raft_addr: &str,
+        timeout: Duration,
+    ) -> Result<NodeStatus, String> {
+        let channel = self.0.network.channel(id, raft_addr)?;
+        let mut client = crate::network::pb::admin_client::AdminClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let mut req = tonic::Request::new(crate::network::pb::StatusRequest {});
+        req.set_timeout(timeout);
+        client
+            .status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
     }
 
     /// Adds a node: as a learner first (waiting until it has caught up, by snapshot if
@@ -404,6 +446,42 @@ impl NodeHandle {
     }
 }
 
+/// Appends to the node's leader-change history whenever openraft reports a leader for a
+/// new term (a term without a leader is an election in progress); ends when Raft stops.
+async fn record_leader_changes(node: NodeHandle) {
+    let mut rx = node.0.raft.metrics();
+    let mut last = None;
+    loop {
+        let seen = {
+            let m = rx.borrow_watched();
+            m.current_leader.map(|l| (m.current_term, l))
+        };
+        if seen.is_some() && seen != last {
+            let (term, leader) = seen.unwrap_or_default();
+            let at_unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut h = node
+                .0
+                .leader_changes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if h.len() == LEADER_CHANGES_KEPT {
+                h.pop_front();
+            }
+            h.push_back(LeaderChange {
+                at_unix_ms,
+                term,
+                leader,
+            });
+            last = seen;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
     handle: NodeHandle,
@@ -438,7 +516,9 @@ impl Node {
             key_handler: OnceLock::new(),
             transfer_hooks: OnceLock::new(),
             network: network.clone(),
+            leader_changes: Mutex::default(),
         }));
+        tokio::spawn(record_leader_changes(handle.clone()));
 
         let listener = TcpListener::bind(&opts.raft_addr)
             .await

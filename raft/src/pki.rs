@@ -71,8 +71,10 @@ pub fn new_ca() -> Result<CaFiles, PkiError> {
     })
 }
 
-/// Issues the certificate of node `id`, valid as both TLS server and client.
-pub fn new_node(ca: &CaFiles, id: u64) -> Result<NodeFiles, PkiError> {
+/// Issues the certificate of node `id`, valid as both TLS server and client. Peers verify
+/// the name `node-<id>.quorumlog`; `host`, if given, is added as a further name (DNS name
+/// or IP address) so the certificate also names where the node runs.
+pub fn new_node(ca: &CaFiles, id: u64, host: Option<&str>) -> Result<NodeFiles, PkiError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::new(ca_params(), ca_key);
     let key = KeyPair::generate()?;
@@ -81,6 +83,14 @@ pub fn new_node(ca: &CaFiles, id: u64) -> Result<NodeFiles, PkiError> {
     dn.push(DnType::CommonName, node_name(id));
     params.distinguished_name = dn;
     params.subject_alt_names = vec![SanType::DnsName(node_name(id).try_into()?)];
+    if let Some(h) = host.filter(|h| *h != node_name(id)) {
+        params
+            .subject_alt_names
+            .push(match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(h.to_string().try_into()?),
+            });
+    }
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,

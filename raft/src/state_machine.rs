@@ -44,8 +44,9 @@ pub trait Application: Send + Sync + 'static {
         commands: &[&Command],
         meta: &mut dyn FnMut(&mut WriteBatch),
     ) -> io::Result<Vec<CommandResult>>;
-    /// A one-line summary of the state for status output.
-    fn summary(&self) -> String;
+    /// The application's status for `NodeStatus.app_status`, in its own encoding (the raft
+    /// layer passes it through without reading it).
+    fn status(&self) -> Vec<u8>;
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -167,9 +168,9 @@ impl StateMachine {
         self.inner.snapshots.new_incoming_dir()
     }
 
-    /// A one-line summary of the application state.
-    pub fn summary(&self) -> String {
-        self.inner.app.summary()
+    /// The application's status, opaque here.
+    pub fn app_status(&self) -> Vec<u8> {
+        self.inner.app.status()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Live> {

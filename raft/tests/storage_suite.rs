@@ -50,8 +50,8 @@ impl Application for Counter {
             .collect())
     }
 
-    fn summary(&self) -> String {
-        String::new()
+    fn status(&self) -> Vec<u8> {
+        Vec::new()
     }
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP side of a node: the public Sigsum v1 API (with add-leaf's checks, rate limits
-//! and forwarding) and the ops listener.
+//! and forwarding), the status page and the ops listener.
 
 pub mod add_leaf;
 pub mod dns;
@@ -7,3 +7,4 @@ pub mod ops;
 pub mod public;
 pub mod rate_limit;
 pub mod server;
+pub mod status_page;

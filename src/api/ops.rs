@@ -3,11 +3,13 @@
 use super::public::text;
 use crate::metrics::{Metrics, RaftGauges};
 use crate::replicated::LeafState;
+use crate::status::RaftRole;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use quorumlog_raft::network::pb::Role;
 use quorumlog_raft::NodeHandle;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,7 +40,7 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
         leader: s.leader.unwrap_or(0),
         committed: s.committed_index.unwrap_or(0),
         applied: s.applied_index.unwrap_or(0),
-        is_leader: s.role == "leader",
+        is_leader: s.role() == Role::Leader,
         tree_size: ops.state.tree().map_or(0, |t| t.size()),
         published_size: ops.state.published_head().map_or(0, |h| h.head.size),
         signed_size: ops.state.signed_head().map_or(0, |h| h.size),
@@ -58,7 +60,7 @@ async fn health(State(ops): State<Arc<Ops>>) -> Response {
     let publishing = ops.metrics.publishing.load(Ordering::Relaxed) == 1;
     let detail = format!(
         "role={} leader={} term={} published_size={} publishing={publishing}",
-        s.role,
+        RaftRole::of(&s).as_str(),
         s.leader.map_or("none".into(), |l| l.to_string()),
         s.term,
         published.map_or("none".into(), |p| p.to_string()),

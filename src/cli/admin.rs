@@ -2,13 +2,14 @@
 //! authenticated with the certificate of the node whose config is given.
 
 use crate::config::NodeConfig;
+use crate::sigsum::policy::Policy;
+use crate::status::{self, ClusterStatus, StatusContext};
 use anyhow::{anyhow, Context};
 use clap::Subcommand;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::{
-    AddNodeRequest, KeyDelivery, NodeStatus, RemoveNodeRequest, StatusRequest,
-    TransferLeaderRequest,
+    AddNodeRequest, KeyDelivery, RemoveNodeRequest, StatusRequest, TransferLeaderRequest,
 };
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
 use quorumlog_raft::network::MAX_MESSAGE_BYTES;
@@ -20,8 +21,14 @@ use tonic::{Code, Status};
 /// Admin operations.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Show every member's id, role, term, leader, commit/applied index and tree size.
-    Status,
+    /// Show every member's role, term, commit and applied index, lag, tree and published
+    /// sizes, and who holds the key and publishes.
+    Status {
+        /// Print the typed status as JSON (the structure of the status page's
+        /// `/status.json`), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a node: learner first, promoted to voter once it has caught up.
     AddNode {
         /// The new node's id.
@@ -108,29 +115,77 @@ where
     }
 }
 
-fn print_status(rows: &[Result<NodeStatus, (u64, String)>]) {
-    println!(
-        "{:<4} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  state",
-        "id", "role", "term", "leader", "committed", "applied", "last_log", "snapshot"
-    );
+fn print_status(s: &ClusterStatus) {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    for r in rows {
-        match r {
-            Ok(s) => println!(
-                "{:<4} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}  {}",
-                s.id,
-                s.role,
-                s.term,
-                opt(s.leader),
-                opt(s.committed_index),
-                opt(s.applied_index),
-                opt(s.last_log_index),
-                opt(s.snapshot_index),
-                s.app
+    println!(
+        "log {}  leader {}  term {}  publisher {}  published size {}",
+        s.log.origin,
+        opt(s.leader),
+        s.term,
+        opt(s.publisher),
+        opt(s.published.as_ref().map(|p| p.size))
+    );
+    println!(
+        "{:<4} {:<10} {:>6} {:>10} {:>10} {:>8} {:>10} {:>10}  key  publication",
+        "id", "role", "term", "committed", "applied", "lag", "tree_size", "published"
+    );
+    for m in &s.members {
+        match &m.node {
+            Some(n) => {
+                let app = n.app.as_ref();
+                println!(
+                    "{:<4} {:<10} {:>6} {:>10} {:>10} {:>8} {:>10} {:>10}  {:<4} {}",
+                    m.id,
+                    n.role.as_str(),
+                    n.term,
+                    opt(n.committed_index),
+                    opt(n.applied_index),
+                    n.lag,
+                    opt(app.map(|a| a.tree_size)),
+                    opt(app.and_then(|a| a.published.as_ref().map(|p| p.size))),
+                    if app.is_some_and(|a| a.key_loaded) {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    app.map_or("-".into(), |a| format!("{:?}", a.publishing).to_lowercase())
+                );
+            }
+            None => println!(
+                "{:<4} unreachable: {}",
+                m.id,
+                m.error.as_deref().unwrap_or("no answer")
             ),
-            Err((id, e)) => println!("{id:<4} unreachable: {e}"),
         }
     }
+}
+
+/// The cluster's status as the node of `cfg` sees it, with every member asked directly.
+async fn cluster_status(cfg: &NodeConfig, tls: &TlsFiles) -> anyhow::Result<ClusterStatus> {
+    let witnesses = match &cfg.log.policy_file {
+        Some(f) => Policy::load(&cfg.path(f))?.witnesses,
+        None => Vec::new(),
+    };
+    let ctx = StatusContext {
+        log_key: cfg.log_public_key(),
+        custody: cfg.log.custody,
+        witnesses,
+    };
+    let mut me = connect_admin(tls, cfg.node.id, &cfg.node.raft_addr)?;
+    let mine = me
+        .status(with_timeout(StatusRequest {}))
+        .await
+        .with_context(|| format!("node {} at {}", cfg.node.id, cfg.node.raft_addr))?
+        .into_inner();
+    Ok(status::gather(mine, &ctx, |id, addr| async move {
+        connect_admin(tls, id, &addr)
+            .map_err(|e| e.to_string())?
+            .status(with_timeout(StatusRequest {}))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string())
+    })
+    .await)
 }
 
 /// Runs one admin command.
@@ -138,33 +193,13 @@ pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
     let tls = cfg.tls_files()?;
     match command {
-        AdminCommand::Status => {
-            let mut me = connect_admin(&tls, cfg.node.id, &cfg.node.raft_addr)?;
-            let mine = me
-                .status(with_timeout(StatusRequest {}))
-                .await
-                .with_context(|| format!("node {} at {}", cfg.node.id, cfg.node.raft_addr))?
-                .into_inner();
-            let mut rows = Vec::new();
-            for m in &mine.members {
-                if m.id == mine.id {
-                    rows.push(Ok(mine.clone()));
-                    continue;
-                }
-                let r = match connect_admin(&tls, m.id, &m.raft_addr) {
-                    Ok(mut c) => c
-                        .status(with_timeout(StatusRequest {}))
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| (m.id, s.message().to_string())),
-                    Err(e) => Err((m.id, e.to_string())),
-                };
-                rows.push(r);
+        AdminCommand::Status { json } => {
+            let s = cluster_status(&cfg, &tls).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_status(&s);
             }
-            if mine.members.iter().all(|m| m.id != mine.id) {
-                rows.insert(0, Ok(mine.clone()));
-            }
-            print_status(&rows);
         }
         AdminCommand::AddNode {
             id,

@@ -14,17 +14,73 @@ use std::path::{Path, PathBuf};
 /// Ports each node takes: public HTTP, gRPC, ops HTTP.
 pub const PORTS_PER_NODE: u64 = 3;
 
-/// The public API, gRPC and ops addresses of node `id`.
-fn addrs(host: &str, base_port: u16, id: u64) -> anyhow::Result<(String, String, String)> {
-    let api = u64::from(base_port) + PORTS_PER_NODE * (id - 1);
-    if api + 2 > u64::from(u16::MAX) {
-        bail!("ports for node {id} exceed 65535; choose a lower --base-port");
+/// Which hosts nodes run on.
+#[derive(Debug, Clone)]
+pub enum Hosts {
+    /// All nodes on one host: node k listens on base+3(k-1) and the next two ports.
+    Shared(String),
+    /// One host per node, in id order (container names): each node listens on the same
+    /// three ports from the base port on its own host.
+    PerNode(Vec<String>),
+    /// One node alone on its host, with the three ports from the base port (`new-node`).
+    Own(String),
+}
+
+/// Where nodes listen and keep their data.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Hosts.
+    pub hosts: Hosts,
+    /// First port.
+    pub base_port: u16,
+    /// Data directory written into each config (default `data` beside the config).
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Layout {
+    /// The host node `id` runs on.
+    fn host(&self, id: u64) -> anyhow::Result<&str> {
+        match &self.hosts {
+            Hosts::Shared(h) | Hosts::Own(h) => Ok(h),
+            Hosts::PerNode(hosts) => usize::try_from(id - 1)
+                .ok()
+                .and_then(|i| hosts.get(i))
+                .map(String::as_str)
+                .ok_or_else(|| anyhow::anyhow!("no host given for node {id}")),
+        }
     }
-    Ok((
-        format!("{host}:{api}"),
-        format!("{host}:{}", api + 1),
-        format!("{host}:{}", api + 2),
-    ))
+
+    /// The public API, gRPC and ops addresses of node `id`.
+    fn addrs(&self, id: u64) -> anyhow::Result<(String, String, String)> {
+        let host = self.host(id)?;
+        let slot = match self.hosts {
+            Hosts::Shared(_) => id - 1,
+            _ => 0,
+        };
+        let api = u64::from(self.base_port) + PORTS_PER_NODE * slot;
+        if api + 2 > u64::from(u16::MAX) {
+            bail!("ports for node {id} exceed 65535; choose a lower --base-port");
+        }
+        Ok((
+            format!("{host}:{api}"),
+            format!("{host}:{}", api + 1),
+            format!("{host}:{}", api + 2),
+        ))
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let bad = match &self.hosts {
+            Hosts::Shared(h) | Hosts::Own(h) => (!valid_host(h)).then_some(h),
+            Hosts::PerNode(hs) => hs.iter().find(|h| !valid_host(h)),
+        };
+        if let Some(h) = bad {
+            bail!("bad host name {h:?}: expected a host name or IP address");
+        }
+        if let Some(d) = self.data_dir.as_ref().filter(|d| !d.is_absolute()) {
+            bail!("--data-dir {} must be an absolute path", d.display());
+        }
+        Ok(())
+    }
 }
 
 /// A witness for the policy, given as `NAME:PUBKEYHEX:URL`.
@@ -86,8 +142,7 @@ fn policy_text(log_key: &str, log_url: &str, witnesses: &[WitnessArg]) -> String
 
 fn node_config(
     id: u64,
-    host: &str,
-    base_port: u16,
+    layout: &Layout,
     public_key: &str,
     bootstrap: bool,
     members: Vec<MemberSection>,
@@ -96,11 +151,14 @@ fn node_config(
     // In custody `handoff` only the bootstrapping node starts with the key; the others get
     // it in a transfer or from `admin load-key`.
     let key_file = (custody == Custody::File || bootstrap).then(|| PathBuf::from("../log.key"));
-    let (api_addr, raft_addr, ops_addr) = addrs(host, base_port, id)?;
+    let (api_addr, raft_addr, ops_addr) = layout.addrs(id)?;
     Ok(NodeConfig {
         node: NodeSection {
             id,
-            data_dir: PathBuf::from("data"),
+            data_dir: layout
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data")),
             raft_addr,
             api_addr,
             ops_addr: Some(ops_addr),
@@ -128,11 +186,16 @@ fn node_config(
     })
 }
 
-fn write_node(dir: &Path, ca: &CaFiles, config: &NodeConfig) -> anyhow::Result<PathBuf> {
+fn write_node(
+    dir: &Path,
+    ca: &CaFiles,
+    config: &NodeConfig,
+    host: &str,
+) -> anyhow::Result<PathBuf> {
     let id = config.node.id;
     let node_dir = dir.join(format!("node{id}"));
     std::fs::create_dir(&node_dir).with_context(|| format!("create {}", node_dir.display()))?;
-    let files = pki::new_node(ca, id)?;
+    let files = pki::new_node(ca, id, Some(host))?;
     pki::write_public(&node_dir.join("node.pem"), files.cert_pem.as_bytes())?;
     pki::write_secret(&node_dir.join("node.key"), files.key_pem.as_bytes())?;
     let path = node_dir.join("config.toml");
@@ -144,22 +207,32 @@ fn write_node(dir: &Path, ca: &CaFiles, config: &NodeConfig) -> anyhow::Result<P
     Ok(path)
 }
 
-/// Creates a cluster of `nodes` nodes in `dir`.
+/// Creates a cluster of `nodes` nodes in `dir`. The policy names the log at `log_url`
+/// (default: node 1's public API), the URL clients such as sigsum-submit use.
 pub fn init_cluster(
     nodes: u64,
     dir: &Path,
-    host: &str,
-    base_port: u16,
+    layout: &Layout,
+    log_url: Option<&str>,
     witnesses: &[WitnessArg],
     custody: Custody,
 ) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
+    layout.check()?;
+    if let Hosts::PerNode(hs) = &layout.hosts {
+        if hs.len() as u64 != nodes {
+            bail!(
+                "--hosts names {} hosts for {nodes} nodes; give one host per node",
+                hs.len()
+            );
+        }
+    }
     // Check everything before writing anything, so a refused command leaves no files.
     let mut members = Vec::new();
     for id in 1..=nodes {
-        let (api_addr, raft_addr, _) = addrs(host, base_port, id)?;
+        let (api_addr, raft_addr, _) = layout.addrs(id)?;
         members.push(MemberSection {
             id,
             raft_addr,
@@ -185,22 +258,11 @@ pub fn init_cluster(
     let mut configs = Vec::new();
     for id in 1..=nodes {
         // Exactly one node initialises the cluster, and only while it has no Raft state.
-        let cfg = node_config(
-            id,
-            host,
-            base_port,
-            &public_hex,
-            id == 1,
-            members.clone(),
-            custody,
-        )?;
-        configs.push(write_node(dir, &ca, &cfg)?);
+        let cfg = node_config(id, layout, &public_hex, id == 1, members.clone(), custody)?;
+        configs.push(write_node(dir, &ca, &cfg, layout.host(id)?)?);
     }
-    let policy = policy_text(
-        &public_hex,
-        &format!("http://{}", members[0].api_addr),
-        witnesses,
-    );
+    let default_url = format!("http://{}", members[0].api_addr);
+    let policy = policy_text(&public_hex, log_url.unwrap_or(&default_url), witnesses);
     pki::write_public(&dir.join("policy"), policy.as_bytes())?;
 
     println!("cluster of {nodes} nodes written to {}", dir.display());
@@ -212,14 +274,16 @@ pub fn init_cluster(
     Ok(())
 }
 
+/// A host name or IP address without spaces, ports or paths.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
 /// Creates the files of node `id` for the existing cluster in `dir`.
-pub fn new_node(
-    dir: &Path,
-    id: u64,
-    host: &str,
-    base_port: u16,
-    custody: Custody,
-) -> anyhow::Result<()> {
+pub fn new_node(dir: &Path, id: u64, layout: &Layout, custody: Custody) -> anyhow::Result<()> {
     if id == 0 {
         bail!("--id must be at least 1");
     }
@@ -232,8 +296,9 @@ pub fn new_node(
         key_pem: read("ca.key")?,
     };
     let public_hex = read("log.pub")?.trim().to_string();
-    let cfg = node_config(id, host, base_port, &public_hex, false, Vec::new(), custody)?;
-    let path = write_node(dir, &ca, &cfg)?;
+    layout.check()?;
+    let cfg = node_config(id, layout, &public_hex, false, Vec::new(), custody)?;
+    let path = write_node(dir, &ca, &cfg, layout.host(id)?)?;
     println!("node {id} config: {}", path.display());
     println!(
         "start it with `quorumlog serve --config {}`, then add it with\n`quorumlog admin --config <a member's config> add-node --id {id} --raft-addr {} --api-addr {}`",

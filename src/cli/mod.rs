@@ -8,6 +8,7 @@ pub use admin::{connect_admin, AdminCommand};
 
 use crate::publish::custody::Custody;
 use clap::{Parser, Subcommand, ValueEnum};
+use init_cluster::{Hosts, Layout};
 
 /// `--custody` on the command line.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -45,12 +46,24 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// Host the nodes listen on and advertise.
-        #[arg(long, default_value = "127.0.0.1")]
+        #[arg(long, default_value = "127.0.0.1", conflicts_with = "hosts")]
         host: String,
+        /// One host name per node, comma-separated (for containers: n1,n2,n3). Each node
+        /// then listens on --base-port and the next two ports of its own host, and its
+        /// certificate names its host too.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
         /// First port: node k gets its public API on base+3(k-1), gRPC on the next port
-        /// and the ops listener (metrics, health) on the one after.
+        /// and the ops listener (metrics, health) on the one after (with --hosts: every
+        /// node uses base, base+1 and base+2).
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// Absolute data directory for every node's config (default: `data` beside it).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The log's URL in the policy, as clients reach it (default: node 1's API).
+        #[arg(long)]
+        log_url: Option<String>,
         /// A witness for the policy, as NAME:PUBKEYHEX:URL (repeatable). The policy's
         /// quorum is a majority of the witnesses.
         #[arg(long = "witness")]
@@ -71,9 +84,16 @@ enum Command {
         /// Host the node listens on and advertises.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
+        /// The node has --host to itself (a container): it listens on --base-port and the
+        /// next two ports instead of the slot its id gives on a shared host.
+        #[arg(long)]
+        own_host: bool,
         /// Same meaning as for init-cluster.
         #[arg(long, default_value_t = 7000)]
         base_port: u16,
+        /// Same meaning as for init-cluster.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// The cluster's key custody (as given to init-cluster).
         #[arg(long, value_enum, default_value = "file")]
         custody: CustodyArg,
@@ -111,21 +131,54 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             nodes,
             dir,
             host,
+            hosts,
             base_port,
+            data_dir,
+            log_url,
             witnesses,
             custody,
-        } => init_cluster::init_cluster(nodes, &dir, &host, base_port, &witnesses, custody.into()),
+        } => {
+            let layout = Layout {
+                hosts: if hosts.is_empty() {
+                    Hosts::Shared(host)
+                } else {
+                    Hosts::PerNode(hosts)
+                },
+                base_port,
+                data_dir,
+            };
+            let url = log_url.as_deref();
+            init_cluster::init_cluster(nodes, &dir, &layout, url, &witnesses, custody.into())
+        }
         Command::NewNode {
             dir,
             id,
             host,
+            own_host,
             base_port,
+            data_dir,
             custody,
-        } => init_cluster::new_node(&dir, id, &host, base_port, custody.into()),
+        } => {
+            let layout = Layout {
+                hosts: if own_host {
+                    Hosts::Own(host)
+                } else {
+                    Hosts::Shared(host)
+                },
+                base_port,
+                data_dir,
+            };
+            init_cluster::new_node(&dir, id, &layout, custody.into())
+        }
         Command::Dev { dir, port } => {
             let config = dir.join("node1/config.toml");
             if !config.exists() {
-                init_cluster::init_cluster(1, &dir, "127.0.0.1", port, &[], Custody::File)?;
+                let layout = Layout {
+                    hosts: Hosts::Shared("127.0.0.1".into()),
+                    base_port: port,
+                    data_dir: None,
+                };
+                init_cluster::init_cluster(1, &dir, &layout, None, &[], Custody::File)?;
             }
             println!(
                 "dev log: public API http://127.0.0.1:{port}, metrics http://127.0.0.1:{}/metrics, policy {}",

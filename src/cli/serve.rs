@@ -7,6 +7,7 @@ use crate::api::ops::{self, Ops};
 use crate::api::public::{self, PublicApi};
 use crate::api::rate_limit::RateLimiter;
 use crate::api::server::{self, HttpLimits};
+use crate::api::status_page::{self, StatusSource};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::publish::custody::{Custody, KeySlot};
@@ -16,6 +17,7 @@ use crate::replicated::{
     decode_leaves, encode_result, ApplyOutcome, GroupCommit, LeafState, ProposeError,
 };
 use crate::sigsum::policy::Policy;
+use crate::status::StatusContext;
 use anyhow::Context;
 use quorumlog_raft::{Node, NodeOptions, ProposeFn, WriteError};
 use std::path::Path;
@@ -163,6 +165,17 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     handle.set_forward_handler(submitter.clone().forward_handler());
 
     let witnesses = setup.policy.map(|p| p.witnesses).unwrap_or_default();
+    let status_source = Arc::new(StatusSource {
+        node: handle.clone(),
+        ctx: StatusContext {
+            log_key: cfg.log_public_key(),
+            custody: cfg.log.custody,
+            witnesses: witnesses.clone(),
+        },
+        api_prefix: cfg.api.url_prefix.clone(),
+        ops_addr: cfg.node.ops_addr.clone(),
+        cache: Default::default(),
+    });
     if setup.keys.get().is_none() {
         tracing::warn!(
             custody = ?setup.keys.custody(),
@@ -201,7 +214,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
                 max_range: cfg.api.max_range,
             }),
             &cfg.api.url_prefix,
-        ),
+        )
+        .merge(status_page::router(status_source)),
         limits,
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -20,6 +20,7 @@ use crate::replicated::{decode_result, encode, ApplyOutcome, LeafState, LogComma
 use crate::sigsum::cosignature::Cosignature;
 use crate::sigsum::policy::PolicyWitness;
 use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
+use crate::status::Publishing;
 use quorumlog_raft::{NodeHandle, WriteError};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -73,13 +74,13 @@ pub fn start(
                 .signing_key_loaded
                 .store(u64::from(signer.is_some()), Ordering::Relaxed);
             let leader = node.raft().is_leader();
-            let note = match (&signer, leader, keys.paused()) {
-                (_, false, _) => "not publishing: follower",
-                (None, true, _) => "not publishing: no signing key",
-                (Some(_), true, true) => "not publishing: transfer in progress",
-                (Some(_), true, false) => "publishing",
+            let publishing = match (&signer, leader, keys.paused()) {
+                (_, false, _) => Publishing::Follower,
+                (None, true, _) => Publishing::NoSigningKey,
+                (Some(_), true, true) => Publishing::TransferInProgress,
+                (Some(_), true, false) => Publishing::Publishing,
             };
-            state.set_publishing_note(note);
+            state.set_publishing(publishing, signer.is_some());
             let Some(signer) = signer.filter(|_| leader && !keys.paused()) else {
                 metrics.publishing.store(0, Ordering::Relaxed);
                 witness_sizes.clear();

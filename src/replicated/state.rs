@@ -10,6 +10,7 @@ use crate::merkle::{Hash, MerkleStore};
 use crate::sigsum::crypto::PublicKey;
 use crate::sigsum::leaf::TreeLeaf;
 use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
+use crate::status::{NodeAppStatus, PublishedHead, Publishing};
 use quorumlog_raft::types::{Command, CommandResult};
 use quorumlog_raft::Application;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
@@ -35,8 +36,9 @@ pub struct LeafState {
     log_key: PublicKey,
     tree: RwLock<Option<Arc<MerkleStore>>>,
     heads: RwLock<Heads>,
-    /// Whether this node publishes, and if not why (set by the publisher, shown in status).
-    publishing_note: RwLock<&'static str>,
+    /// Whether this node publishes and holds the key (node-local, set by the publisher
+    /// each tick, shown in status; never written to the database).
+    publishing: RwLock<(Publishing, bool)>,
 }
 
 impl LeafState {
@@ -47,16 +49,13 @@ impl LeafState {
             log_key,
             tree: RwLock::default(),
             heads: RwLock::default(),
-            publishing_note: RwLock::new("not publishing: starting"),
+            publishing: RwLock::new((Publishing::Starting, false)),
         }
     }
 
-    /// Records whether this node publishes (shown in `admin status`).
-    pub fn set_publishing_note(&self, note: &'static str) {
-        *self
-            .publishing_note
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = note;
+    /// Records whether this node publishes and holds the signing key (shown in status).
+    pub fn set_publishing(&self, publishing: Publishing, key_loaded: bool) {
+        *self.publishing.write().unwrap_or_else(|e| e.into_inner()) = (publishing, key_loaded);
     }
 
     /// The log's public key.
@@ -340,26 +339,22 @@ impl Application for LeafState {
         Ok(results)
     }
 
-    fn summary(&self) -> String {
-        match self.tree() {
-            None => "tree=unattached".into(),
-            Some(t) => {
-                let size = t.size();
-                let published = self
-                    .published_head()
-                    .map_or("none".to_string(), |h| h.head.size.to_string());
-                let note = *self
-                    .publishing_note
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner());
-                match t.root(size) {
-                    Ok(root) => {
-                        format!("tree_size={size} root={root} published_size={published} ({note})")
-                    }
-                    Err(e) => format!("tree_size={size} root_error={e}"),
-                }
-            }
+    fn status(&self) -> Vec<u8> {
+        let (publishing, key_loaded) = *self.publishing.read().unwrap_or_else(|e| e.into_inner());
+        let tree = self.tree();
+        let tree_size = tree.as_ref().map_or(0, |t| t.size());
+        let root_hash = tree
+            .and_then(|t| t.root(tree_size).ok())
+            .map(|r| r.to_hex());
+        NodeAppStatus {
+            tree_size,
+            root_hash,
+            signed_size: self.signed_head().map(|h| h.size),
+            published: self.published_head().as_ref().map(PublishedHead::from),
+            publishing,
+            key_loaded,
         }
+        .encode()
     }
 }
 

@@ -5,12 +5,16 @@ use super::sigsum::{Http, Submitter};
 use super::Handle;
 use quorumlog::merkle::{verify_consistency, Hash};
 use quorumlog::sigsum::crypto::PublicKey;
+use quorumlog::sigsum::leaf::{parse_leaves, TreeLeaf};
 use quorumlog::sigsum::proofs::ConsistencyProof;
 use quorumlog::sigsum::tree_head::CosignedTreeHead;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The sequence number of the marker leaf [`verify_run`] submits (no writer reaches it).
+const MARKER: u64 = 1 << 62;
 
 /// Heads seen per node, in the order first seen.
 pub type Seen = BTreeMap<u64, Vec<CosignedTreeHead>>;
@@ -20,6 +24,10 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     acked: Arc<Mutex<Vec<u64>>>,
     seen: Arc<Mutex<Seen>>,
+    /// Answers other than 200 and 202 (status and body).
+    failures: Arc<Mutex<Vec<String>>>,
+    /// Requests that got no HTTP answer at all (the node was down).
+    unanswered: Arc<std::sync::atomic::AtomicU64>,
     writers: Vec<tokio::task::JoinHandle<()>>,
     observer: tokio::task::JoinHandle<()>,
 }
@@ -30,6 +38,8 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked: Arc<Mutex<Vec<u64>>> = Arc::default();
         let seen: Arc<Mutex<Seen>> = Arc::default();
+        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let unanswered: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let observer = {
             let (c, http, seen, stop) = (c.clone(), http.clone(), seen.clone(), stop.clone());
             tokio::spawn(async move {
@@ -50,6 +60,7 @@ impl Load {
         let writers = (0..writers)
             .map(|w| {
                 let (c, http, acked, stop) = (c.clone(), http.clone(), acked.clone(), stop.clone());
+                let (failures, unanswered) = (failures.clone(), unanswered.clone());
                 tokio::spawn(async move {
                     let s = Submitter::new(seed);
                     let mut n = w;
@@ -60,10 +71,22 @@ impl Load {
                         attempt += 1;
                         let via = 1 + ((n + attempt) % 3);
                         let body = s.request(n).to_ascii().into_bytes();
-                        if let Ok(a) = http.post(&c.api_addr(via), "add-leaf", body, None).await {
-                            if a.status == 200 {
+                        match http.post(&c.api_addr(via), "add-leaf", body, None).await {
+                            Ok(a) if a.status == 200 => {
                                 acked.lock().unwrap().push(n);
                                 n += writers;
+                            }
+                            // Not yet committed: retried, as sigsum-submit does.
+                            Ok(a) if a.status == 202 => {}
+                            Ok(a) => failures.lock().unwrap().push(format!(
+                                "node {via}: {} {}",
+                                a.status,
+                                a.body.trim()
+                            )),
+                            Err(_) => {
+                                // A node that is down: back off a little, then the next node.
+                                unanswered.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                         }
                     }
@@ -74,6 +97,8 @@ impl Load {
             stop,
             acked,
             seen,
+            failures,
+            unanswered,
             writers,
             observer,
         }
@@ -82,6 +107,16 @@ impl Load {
     /// Leaves answered 200 so far.
     pub fn acked_len(&self) -> usize {
         self.acked.lock().unwrap().len()
+    }
+
+    /// Answers other than 200 and 202 so far.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    /// Requests that got no HTTP answer (connection refused or reset, timeout).
+    pub fn unanswered(&self) -> u64 {
+        self.unanswered.load(Ordering::Relaxed)
     }
 
     /// Stops everything; the leaves answered 200 and the heads seen.
@@ -138,9 +173,29 @@ pub async fn verify_run(
     seed: u8,
 ) -> Vec<u64> {
     assert!(!acked.is_empty(), "the load got no leaf accepted");
+    // A marker leaf submitted after every acknowledged one: a head that includes it includes
+    // them all (they were committed before it), whatever the tree held before this run.
+    let s = Submitter::new(seed);
+    let marker = s.leaf(MARKER);
+    let body = s.request(MARKER).to_ascii();
+    c.wait_until(
+        || "the marker leaf to be accepted".to_string(),
+        60,
+        || async {
+            for id in 1..=3 {
+                let addr = c.api_addr(id);
+                let a = http.post(&addr, "add-leaf", body.clone().into_bytes(), None);
+                if a.await.is_ok_and(|a| a.status == 200) {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
     let last = c
         .wait_until(
-            || format!("every node to publish a head of {} leaves", acked.len()),
+            || "every node to publish the same head, with the marker leaf".to_string(),
             60,
             || async {
                 let mut heads = Vec::new();
@@ -148,8 +203,16 @@ pub async fn verify_run(
                     heads.push(http.tree_head(&c.api_addr(id)).await?);
                 }
                 let first = heads[0].head;
-                (first.size >= acked.len() as u64 && heads.iter().all(|h| h.head == first))
-                    .then(|| heads[0].clone())
+                if first.size < acked.len() as u64 || heads.iter().any(|h| h.head != first) {
+                    return None;
+                }
+                let path = format!(
+                    "get-inclusion-proof/{}/{}",
+                    first.size.max(2),
+                    marker.leaf_hash()
+                );
+                let a = http.get(&c.api_addr(1), &path).await.ok()?;
+                (a.status == 200).then(|| heads[0].clone())
             },
         )
         .await;
@@ -179,17 +242,52 @@ pub async fn verify_run(
         )
         .unwrap_or_else(|e| panic!("head {s} forks from {}: {e:?}", last.head.size));
     }
-    let s = Submitter::new(seed);
+    // Every acknowledged leaf is in the tree of the final head (read back in ranges), and a
+    // sample of them has an inclusion proof.
+    let size = last.head.size;
+    let present = leaf_hashes(c, http, 2, size).await;
     for n in acked {
+        let lh = s.leaf(*n).leaf_hash();
+        assert!(present.contains(&lh), "acknowledged leaf {n} missing");
+    }
+    for n in acked.iter().step_by((acked.len() / 50).max(1)) {
         let lh = s.leaf(*n).leaf_hash();
         let a = http
             .get(
                 &c.api_addr(2),
-                &format!("get-inclusion-proof/{}/{lh}", last.head.size.max(2)),
+                &format!("get-inclusion-proof/{}/{lh}", size.max(2)),
             )
             .await
             .unwrap();
         assert_eq!(a.status, 200, "acknowledged leaf {n} missing: {}", a.body);
     }
     sizes
+}
+
+/// The leaf hashes of node `id`'s first `size` leaves, read with get-leaves ranges (one
+/// request per leaf would exhaust the ephemeral ports on a long run).
+pub async fn leaf_hashes(
+    c: &Handle,
+    http: &Http,
+    id: u64,
+    size: u64,
+) -> std::collections::HashSet<Hash> {
+    let mut present = std::collections::HashSet::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + 512).min(size);
+        let a = http
+            .get(&c.api_addr(id), &format!("get-leaves/{start}/{end}"))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "get-leaves {start}..{end}: {}", a.body);
+        let leaves = parse_leaves(a.body.as_bytes()).unwrap();
+        assert!(
+            !leaves.is_empty(),
+            "get-leaves {start}..{end} returned nothing"
+        );
+        start += leaves.len() as u64;
+        present.extend(leaves.iter().map(TreeLeaf::leaf_hash));
+    }
+    present
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod docker;
 pub mod load;
 pub mod script;
 pub mod sigsum;
@@ -13,6 +14,7 @@ use quorumlog::merkle::{Hash, MerkleStore};
 use quorumlog::replicated::{decode_result, encode_leaves, ApplyOutcome};
 use quorumlog::sigsum::crypto::Signature;
 use quorumlog::sigsum::leaf::TreeLeaf;
+use quorumlog::status::NodeAppStatus;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::raft_client::RaftClient;
@@ -369,9 +371,15 @@ impl Handle {
         .await
     }
 
-    /// Waits until every node in `ids` reports the same tree summary at `size`.
-    pub async fn wait_converged(&self, ids: &[u64], size: u64) -> String {
-        let want = format!("tree_size={size} ");
+    /// The log's part of node `id`'s status.
+    pub async fn app(&self, id: u64) -> Result<NodeAppStatus, String> {
+        let s = self.status(id).await.map_err(|e| e.to_string())?;
+        NodeAppStatus::decode(&s.app_status).ok_or_else(|| format!("node {id}: no app status"))
+    }
+
+    /// Waits until every node in `ids` reports the same replicated state (tree, signed and
+    /// published heads) at tree size `size`; returns it.
+    pub async fn wait_converged(&self, ids: &[u64], size: u64) -> NodeAppStatus {
         let seen = std::sync::Mutex::new(Vec::new());
         let what = || {
             let seen = seen.lock().unwrap();
@@ -380,23 +388,21 @@ impl Handle {
         self.wait_until(what, 60, || async {
             let mut view = Vec::new();
             for &id in ids {
-                view.push(
-                    self.status(id)
-                        .await
-                        .map(|s| format!("{} term={} {}", s.role, s.term, s.app))
-                        .map_err(|e| e.to_string()),
-                );
+                view.push(self.app(id).await);
             }
             *seen.lock().unwrap() = view.clone();
-            let apps: Vec<String> = view.into_iter().collect::<Result<_, _>>().ok()?;
-            // Compare the replicated state only: not the role, nor the node's own
-            // publishing note in parentheses.
-            let state = |a: &String| {
-                a.split_once(' ')
-                    .map(|x| x.1.split(" (").next().unwrap_or_default().to_string())
+            let apps: Vec<NodeAppStatus> = view.into_iter().collect::<Result<_, _>>().ok()?;
+            // Compare the replicated state only, not node-local publishing facts.
+            let state = |a: &NodeAppStatus| {
+                (
+                    a.tree_size,
+                    a.root_hash.clone(),
+                    a.signed_size,
+                    a.published.clone(),
+                )
             };
             let same = apps.iter().all(|a| state(a) == state(&apps[0]));
-            (same && apps[0].contains(&want)).then(|| apps[0].clone())
+            (same && apps[0].tree_size == size).then(|| apps[0].clone())
         })
         .await
     }
