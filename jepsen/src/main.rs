@@ -1,0 +1,153 @@
+//! `quorumlog-jepsen`: Jepsen-style fault tests of a Quorumlog cluster in Docker.
+//!
+//! `test` brings up a fresh three-node cluster with `cluster/docker.sh` for each test,
+//! runs the workload while the nemesis injects faults, reads the final state back, runs
+//! the checkers and stores the run under `jepsen/store/<test>/<time>-seed<N>/`:
+//! `history.jsonl`, `final.json`, `results.json`, every container's log and `report.html`.
+//! `report DIR` renders a stored run again. The exit status is non-zero when any test is
+//! invalid (or could not run).
+
+mod check;
+mod client;
+mod cluster;
+mod history;
+mod nemesis;
+mod report;
+mod run;
+mod schedule;
+mod workload;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "quorumlog-jepsen", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run tests against fresh Docker clusters.
+    Test {
+        /// Faults: families (partition, kill, pause, transfer, membership, mixed) or single
+        /// faults (partition-leader, kill-all, ...). Comma-separated items are injected
+        /// together, one fault per item per cycle.
+        #[arg(long, default_value = "mixed")]
+        nemesis: String,
+        /// Seconds of fault injection (then 10 s of recovery under load and final reads).
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        /// add-leaf submissions per second wanted from all writers together.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Writer processes, each with its own Ed25519 key.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+        /// Seed of the fault schedule, node choices and leaves (test k uses seed + k).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many tests to run one after the other.
+        #[arg(long, default_value_t = 1)]
+        test_count: u64,
+        /// Where runs are stored.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// The quorumlog binary the cluster's image is built from (default: the release
+        /// build in $CARGO_TARGET_DIR or /var/tmp/quorumlog-target).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
+    /// Render report.html of a stored run again.
+    Report {
+        /// The run's directory (holds history.jsonl and results.json).
+        dir: PathBuf,
+    },
+}
+
+/// The repository this binary was built from (holds cluster/docker.sh).
+fn repo() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Test {
+            nemesis,
+            time_limit,
+            rate,
+            concurrency,
+            seed,
+            test_count,
+            store,
+            bin,
+        } => {
+            nemesis::Plan::parse(&nemesis)?;
+            if concurrency == 0 || rate <= 0.0 {
+                bail!("--concurrency and --rate must be positive");
+            }
+            let bin = bin.unwrap_or_else(|| {
+                let target = std::env::var("CARGO_TARGET_DIR")
+                    .unwrap_or_else(|_| "/var/tmp/quorumlog-target".into());
+                PathBuf::from(target).join("release/quorumlog")
+            });
+            if !bin.is_file() {
+                bail!(
+                    "no quorumlog binary at {} (build it, or pass --bin)",
+                    bin.display()
+                );
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let mut invalid = 0;
+            for k in 0..test_count {
+                let spec = run::TestSpec {
+                    nemesis: nemesis.clone(),
+                    time_limit: Duration::from_secs(time_limit),
+                    workload: workload::WorkloadSpec {
+                        concurrency,
+                        rate,
+                        seed: seed + k,
+                    },
+                    store: store.clone().unwrap_or_else(|| repo().join("jepsen/store")),
+                    repo: repo(),
+                    bin: bin.clone(),
+                };
+                match rt.block_on(run::run_test(&spec, k as u16)) {
+                    Ok((dir, results)) => {
+                        print!("{}", run::summary(&nemesis, &dir, &results));
+                        if !results.valid {
+                            invalid += 1;
+                        }
+                    }
+                    Err(e) => {
+                        println!("{nemesis}: could not run: {e:#}");
+                        invalid += 1;
+                    }
+                }
+            }
+            if invalid > 0 {
+                bail!("{invalid} of {test_count} tests invalid or not run");
+            }
+            Ok(())
+        }
+        Command::Report { dir } => {
+            let history = history::parse_jsonl(
+                &std::fs::read_to_string(dir.join("history.jsonl"))
+                    .with_context(|| format!("read {}/history.jsonl", dir.display()))?,
+            )
+            .map_err(anyhow::Error::msg)?;
+            let results: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("results.json"))
+                    .with_context(|| format!("read {}/results.json", dir.display()))?,
+            )?;
+            let title = format!("Quorumlog run {}", dir.display());
+            let html = report::render_html(&title, &history, &results);
+            std::fs::write(dir.join("report.html"), html)?;
+            println!("{}", dir.join("report.html").display());
+            Ok(())
+        }
+    }
+}
