@@ -14,7 +14,8 @@
 #   cluster/docker.sh transfer-leader --to ID
 #   cluster/docker.sh down               remove the containers and network, keep the data
 #   cluster/docker.sh reset              down, then delete the volumes, the node images
-#                                        this cluster used and the cluster directory
+#                                        this cluster used (unless another cluster's
+#                                        containers use them) and the cluster directory
 #
 # Settings (environment):
 #   QUORUMLOG_DOCKER_DIR      cluster directory: keys, configs, secrets (default
@@ -322,8 +323,10 @@ down() {
 reset() {
   check_docker
   compose down --volumes --remove-orphans >&2
+  # Without -f: an image another cluster's container still uses (tags are content
+  # hashes, so clusters share them) stays.
   if [ -f "$DIR/images" ]; then
-    xargs -r docker image rm -f <"$DIR/images" >/dev/null 2>&1 || true
+    xargs -r -n1 docker image rm <"$DIR/images" >/dev/null 2>&1 || true
   fi
   rm -rf "$DIR"
   log "deleted the containers, network, volumes, node images and $DIR (the base image stays cached)"

@@ -17,3 +17,14 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quorumlog-target}"
 cargo fmt --all --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
+
+# A short fault run of every nemesis family against fresh Docker clusters (about a minute
+# of faults each); any invalid verdict fails the command. Runs are stored in jepsen/store/.
+# QUORUMLOG_SKIP_DOCKER_TESTS=1 skips them with the other Docker tests.
+if [ "${QUORUMLOG_SKIP_DOCKER_TESTS:-}" = 1 ]; then
+  echo "test: skipping the fault runs (QUORUMLOG_SKIP_DOCKER_TESTS=1)" >&2
+else
+  for family in partition kill pause transfer membership mixed; do
+    "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis "$family" --time-limit 50
+  done
+fi

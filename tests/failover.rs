@@ -312,3 +312,41 @@ async fn rolling_restart_script_keeps_the_log_accepting_leaves() {
     let (acked, seen) = load.finish().await;
     verify_run(&c, &http, &c.log_key(), &acked, &seen, 60).await;
 }
+
+/// A node removed from the cluster keeps its old state; it must not go on serving its last
+/// published head as the log's current one (found by the fault suite's membership nemesis:
+/// a wiped node re-added under its old address served size 0 after size 1588).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_serves_no_tree_head() {
+    let mut c = init("file");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
+    c.wait_for("the victim to serve a head", 30, || async {
+        http.tree_head(&c.api_addr(victim)).await.is_some()
+    })
+    .await;
+    let out = Command::new(BIN)
+        .args(["admin", "--config"])
+        .arg(c.config_path(leader))
+        .args(["remove-node", "--id", &victim.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for("the removed node to stop serving its head", 30, || async {
+        http.get(&c.api_addr(victim), "get-tree-head")
+            .await
+            .is_ok_and(|a| a.status == 503 && a.body.contains("not a voting member"))
+    })
+    .await;
+    // The remaining members go on serving.
+    let other = (1..=3).find(|&k| k != victim).unwrap();
+    assert!(http.tree_head(&c.api_addr(other)).await.is_some());
+}

@@ -281,6 +281,22 @@ impl NodeHandle {
         }
     }
 
+    /// Whether this node is a voter in its current membership: not a learner still
+    /// catching up, not a node removed from the cluster (both may hold old state).
+    pub fn is_voter(&self) -> bool {
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow_watched();
+        // In a joint configuration (a change in progress) only the configuration being
+        // moved to counts: a node the change removes is on its way out.
+        let voter = m
+            .membership_config
+            .membership()
+            .get_joint_config()
+            .last()
+            .is_some_and(|c| c.contains(&self.0.id));
+        voter
+    }
+
     /// This node's status.
     pub fn status(&self) -> NodeStatus {
         let m = self.0.raft.metrics().borrow_watched().clone();

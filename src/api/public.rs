@@ -161,6 +161,15 @@ fn int(what: &str, s: &str) -> Result<u64, ApiError> {
 }
 
 async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, ApiError> {
+    // A learner replaying the log, or a removed node, holds an older published head than
+    // the one this address served before (a wiped node re-added under its old name starts
+    // again from size 0): it must not present that as the log's current head.
+    if !api.submitter.node.is_voter() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not a voting member of the cluster (catching up, or removed); ask another node".into(),
+        ));
+    }
     let head = api.state.published_head().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

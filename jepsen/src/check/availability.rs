@@ -63,6 +63,14 @@ impl Rate {
     }
 }
 
+/// `p50/max ms` of a summary made by [`summary`], for the one-line summary.
+fn p50_max(v: &serde_json::Value) -> String {
+    match (v["p50_ms"].as_f64(), v["max_ms"].as_f64()) {
+        (Some(p), Some(m)) => format!("{p:.0}/{m:.0} ms"),
+        _ => "none".into(),
+    }
+}
+
 /// p50 (nearest rank) and max of a sample, in ms.
 fn summary(mut xs: Vec<f64>) -> serde_json::Value {
     xs.sort_by(f64::total_cmp);
@@ -201,13 +209,13 @@ pub(crate) fn check(a: &Analysis<'_>) -> CheckResult {
             acc
         });
     let summary = format!(
-        "add_leaf ok-rate {} without faults, {} inside {} fault window(s); {} heal(s), write recovery p50 {} ms, read recovery p50 {} ms",
+        "add_leaf ok-rate {} without faults, {} inside {} fault window(s); {} heal(s), recovery p50/max: writes {}, reads {}",
         rate(&no_fault),
         rate(&fault),
         windows.len(),
         heals.len(),
-        details["write_recovery"]["p50_ms"],
-        details["read_recovery"]["p50_ms"],
+        p50_max(&details["write_recovery"]),
+        p50_max(&details["read_recovery"]),
     );
     CheckResult {
         name: "availability".into(),
