@@ -26,6 +26,9 @@
 #                             (the loopback cluster's numbering; gRPC is not published)
 #   QUORUMLOG_DOCKER_SUBNET   first three octets of the private /24 (default 172.28.7)
 #   QUORUMLOG_CUSTODY         key custody of a new cluster: file (default) or handoff
+#   QUORUMLOG_SNAPSHOT_EVERY  [raft] snapshot_every_entries of a new cluster (default 10000;
+#                             the fault suite uses less, so nodes catch up by snapshot)
+#   QUORUMLOG_SNAPSHOT_KEEP   [raft] keep_entries_after_snapshot of a new cluster
 #   QUORUMLOG_BIN             a quorumlog binary to use as is (no host setup, no build)
 #
 # compose 1.29 crashes when it recreates a container on a recent Engine, so this script
@@ -148,6 +151,12 @@ create_cluster() {
     die "init-cluster failed"
   cp "$DIR/cluster/log.key.pub" "$DIR/secrets/witness/log.key.pub"
   local k s
+  for k in $(seq "$NODES"); do
+    sed -i \
+      -e "s/^snapshot_every_entries = .*/snapshot_every_entries = ${QUORUMLOG_SNAPSHOT_EVERY:-10000}/" \
+      -e "s/^keep_entries_after_snapshot = .*/keep_entries_after_snapshot = ${QUORUMLOG_SNAPSHOT_KEEP:-1000}/" \
+      "$DIR/cluster/node$k/config.toml"
+  done
   for k in $(seq "$NODES"); do
     s="$DIR/secrets/n$k"
     mkdir -p "$s"

@@ -24,6 +24,9 @@ cargo test --release --workspace
 if [ "${QUORUMLOG_SKIP_DOCKER_TESTS:-}" = 1 ]; then
   echo "test: skipping the fault runs (QUORUMLOG_SKIP_DOCKER_TESTS=1)" >&2
 else
+  # `cargo test` builds the suite's unit tests, not its executable (nor necessarily the
+  # current server binary the node image is made from).
+  cargo build --release --workspace --bins
   for family in partition kill pause transfer membership mixed; do
     "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis "$family" --time-limit 50
   done

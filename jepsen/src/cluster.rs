@@ -68,6 +68,10 @@ impl Cluster {
             .env("QUORUMLOG_DOCKER_PORT", self.base_port.to_string())
             .env("QUORUMLOG_DOCKER_SUBNET", &self.subnet)
             .env("QUORUMLOG_CUSTODY", &self.spec.custody)
+            // Snapshots every few seconds at the workload's rate, and a short log after
+            // them: restarted and re-added nodes catch up by snapshot, under faults.
+            .env("QUORUMLOG_SNAPSHOT_EVERY", "1000")
+            .env("QUORUMLOG_SNAPSHOT_KEEP", "100")
             .output()
             .context("run cluster/docker.sh")?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

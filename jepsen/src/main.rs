@@ -115,7 +115,9 @@ fn main() -> anyhow::Result<()> {
                     repo: repo(),
                     bin: bin.clone(),
                 };
-                match rt.block_on(run::run_test(&spec, k as u16)) {
+                // Distinct per process too, so several suites can run side by side.
+                let slot = (std::process::id() % 97) as u16 + k as u16;
+                match rt.block_on(run::run_test(&spec, slot)) {
                     Ok((dir, results)) => {
                         print!("{}", run::summary(&nemesis, &dir, &results));
                         if !results.valid {

@@ -239,73 +239,76 @@ impl Reader {
         head
     }
 
-    async fn consistency(&mut self, node: u64, old: &HeadValue, new: &HeadValue) {
+    /// Fetches a proof: `ok` with the leaf index (if any) and path, or `fail` and why.
+    async fn proof(&self, node: u64, path: &str) -> Result<(Option<u64>, Vec<String>), String> {
+        match self.api.get(self.addr(node), path).await {
+            Ok((200, body)) => parse_proof(&body).ok_or_else(|| format!("malformed: {body}")),
+            Ok((s, body)) => Err(format!("{s} {}", body.trim())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Records `op` as invoked on `node`, runs `fetch`, and records its completion.
+    async fn traced<F>(&self, node: u64, op: Op, fetch: F)
+    where
+        F: AsyncFnOnce(&Self, Op) -> Result<Op, (Op, String)>,
+    {
         let p = Process::Client(self.process);
-        let mut value = ConsistencyValue {
+        self.rec
+            .record(p, EventType::Invoke, Some(node), op.clone(), None);
+        match fetch(self, op).await {
+            Ok(done) => self.rec.record(p, EventType::Ok, Some(node), done, None),
+            Err((op, e)) => self.rec.record(p, EventType::Fail, Some(node), op, Some(e)),
+        }
+    }
+
+    async fn consistency(&mut self, node: u64, old: &HeadValue, new: &HeadValue) {
+        let value = ConsistencyValue {
             old_size: old.size,
             old_root: old.root_hash.clone(),
             new_size: new.size,
             new_root: new.root_hash.clone(),
             path: Vec::new(),
         };
-        self.rec.record(
-            p,
-            EventType::Invoke,
-            Some(node),
-            Op::Consistency(value.clone()),
-            None,
-        );
         let path = format!("get-consistency-proof/{}/{}", old.size, new.size);
-        let (kind, error) = match self.api.get(self.addr(node), &path).await {
-            Ok((200, body)) => match parse_proof(&body) {
-                Some((_, hashes)) => {
-                    value.path = hashes;
-                    (EventType::Ok, None)
-                }
-                None => (EventType::Fail, Some(format!("malformed: {body}"))),
-            },
-            Ok((s, body)) => (EventType::Fail, Some(format!("{s} {}", body.trim()))),
-            Err(e) => (EventType::Fail, Some(e)),
-        };
-        self.rec
-            .record(p, kind, Some(node), Op::Consistency(value), error);
+        self.traced(node, Op::Consistency(value.clone()), async |r, op| match r
+            .proof(node, &path)
+            .await
+        {
+            Ok((_, hashes)) => Ok(Op::Consistency(ConsistencyValue {
+                path: hashes,
+                ..value
+            })),
+            Err(e) => Err((op, e)),
+        })
+        .await;
     }
 
     async fn inclusion(&mut self, node: u64, leaf: &LeafValue, head: &HeadValue) {
         let Some(leaf_hash) = leaf_hash_hex(leaf) else {
             return;
         };
-        let p = Process::Client(self.process);
-        let mut value = InclusionValue {
+        let value = InclusionValue {
             leaf_hash,
             size: head.size,
             root: head.root_hash.clone(),
             index: None,
             path: Vec::new(),
         };
-        self.rec.record(
-            p,
-            EventType::Invoke,
-            Some(node),
-            Op::Inclusion(value.clone()),
-            None,
-        );
         let path = format!("get-inclusion-proof/{}/{}", head.size, value.leaf_hash);
         // A 404 is no anomaly: the leaf may be acknowledged but not yet in this head.
-        let (kind, error) = match self.api.get(self.addr(node), &path).await {
-            Ok((200, body)) => match parse_proof(&body) {
-                Some((Some(index), hashes)) => {
-                    value.index = Some(index);
-                    value.path = hashes;
-                    (EventType::Ok, None)
-                }
-                _ => (EventType::Fail, Some(format!("malformed: {body}"))),
-            },
-            Ok((s, body)) => (EventType::Fail, Some(format!("{s} {}", body.trim()))),
-            Err(e) => (EventType::Fail, Some(e)),
-        };
-        self.rec
-            .record(p, kind, Some(node), Op::Inclusion(value), error);
+        self.traced(node, Op::Inclusion(value.clone()), async |r, op| {
+            match r.proof(node, &path).await {
+                Ok((Some(index), hashes)) => Ok(Op::Inclusion(InclusionValue {
+                    index: Some(index),
+                    path: hashes,
+                    ..value
+                })),
+                Ok((None, _)) => Err((op, "no leaf_index".into())),
+                Err(e) => Err((op, e)),
+            }
+        })
+        .await;
     }
 }
 
