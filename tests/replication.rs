@@ -485,3 +485,41 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     c.propose_any(&[1, 2, 3], &[leaf(2)]).await;
     c.wait_converged(&[1, 2, 3], 2).await;
 }
+
+/// A paused member accepts connections and never answers; status must still come back,
+/// naming it unreachable (found by the fault suite: `admin status` hung on a paused
+/// container and stalled the nemesis for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_answers_while_a_member_is_paused() {
+    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    for id in 1..=3 {
+        c.start(id);
+    }
+    c.leader(&[1, 2, 3]).await;
+    c.signal(3, "STOP");
+    let config = c.config_path(1);
+    let mut status = tokio::process::Command::new(support::BIN)
+        .args(["admin", "--config"])
+        .arg(&config)
+        .args(["status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = status.stdout.take().unwrap();
+    // A deadline only so a hang fails the test instead of the whole suite.
+    let done = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let mut out = out;
+        out.read_to_string(&mut text).await.unwrap();
+        (status.wait().await.unwrap(), text)
+    })
+    .await;
+    c.signal(3, "CONT");
+    let (exit, text) = done.expect("admin status hangs on a paused member");
+    assert!(exit.success(), "{text}");
+    let s: quorumlog::status::ClusterStatus = serde_json::from_str(&text).unwrap();
+    let m3 = s.members.iter().find(|m| m.id == 3).unwrap();
+    assert!(m3.node.is_none() && m3.error.is_some(), "{m3:?}");
+}

@@ -148,8 +148,17 @@ impl Cluster {
     /// `quorumlog admin ARGS` inside node `k`'s container (with that node's certificate).
     pub(crate) fn admin(&self, k: u64, args: &[&str]) -> anyhow::Result<String> {
         let config = format!("/etc/quorumlog/node{k}/config.toml");
-        run(Command::new("docker")
-            .args(["exec", &self.container(k), "quorumlog", "admin", "--config"])
+        // Bounded: a command stuck on a paused node must not stall the nemesis.
+        run(Command::new("timeout")
+            .args([
+                "60",
+                "docker",
+                "exec",
+                &self.container(k),
+                "quorumlog",
+                "admin",
+            ])
+            .arg("--config")
             .arg(config)
             .args(args))
     }

@@ -353,11 +353,14 @@ impl NodeHandle {
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let mut req = tonic::Request::new(crate::network::pb::StatusRequest {});
         req.set_timeout(timeout);
-        client
-            .status(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string())
+        // The gRPC deadline is the server's to enforce: a paused peer accepts the TCP
+        // connection and never answers, so the wait is bounded here too.
+        match tokio::time::timeout(timeout, client.status(req)).await {
+            Ok(r) => r
+                .map(|r| r.into_inner())
+                .map_err(|s| s.message().to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+        }
     }
 
     /// Adds a node: as a learner first (waiting until it has caught up, by snapshot if

@@ -9,7 +9,8 @@ use clap::Subcommand;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::{
-    AddNodeRequest, KeyDelivery, RemoveNodeRequest, StatusRequest, TransferLeaderRequest,
+    AddNodeRequest, KeyDelivery, NodeStatus, RemoveNodeRequest, StatusRequest,
+    TransferLeaderRequest,
 };
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
 use quorumlog_raft::network::MAX_MESSAGE_BYTES;
@@ -171,21 +172,26 @@ async fn cluster_status(cfg: &NodeConfig, tls: &TlsFiles) -> anyhow::Result<Clus
         custody: cfg.log.custody,
         witnesses,
     };
-    let mut me = connect_admin(tls, cfg.node.id, &cfg.node.raft_addr)?;
-    let mine = me
-        .status(with_timeout(StatusRequest {}))
+    let here = format!("node {} at {}", cfg.node.id, cfg.node.raft_addr);
+    let mine = status_of(tls, cfg.node.id, &cfg.node.raft_addr)
         .await
-        .with_context(|| format!("node {} at {}", cfg.node.id, cfg.node.raft_addr))?
-        .into_inner();
+        .map_err(|e| anyhow!("{here}: {e}"))?;
     Ok(status::gather(mine, &ctx, |id, addr| async move {
-        connect_admin(tls, id, &addr)
-            .map_err(|e| e.to_string())?
-            .status(with_timeout(StatusRequest {}))
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| s.message().to_string())
+        status_of(tls, id, &addr).await
     })
     .await)
+}
+
+/// One node's status, waiting at most [`CALL_TIMEOUT`] (a paused node accepts the
+/// connection and never answers; the gRPC deadline alone is the server's to enforce).
+async fn status_of(tls: &TlsFiles, id: u64, addr: &str) -> Result<NodeStatus, String> {
+    let mut client = connect_admin(tls, id, addr).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(CALL_TIMEOUT, client.status(with_timeout(StatusRequest {}))).await {
+        Ok(r) => r
+            .map(|r| r.into_inner())
+            .map_err(|s| s.message().to_string()),
+        Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
+    }
 }
 
 /// Runs one admin command.
@@ -262,8 +268,11 @@ pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deadline of a status call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn with_timeout<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.set_timeout(Duration::from_secs(3));
+    r.set_timeout(CALL_TIMEOUT);
     r
 }

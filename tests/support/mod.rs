@@ -152,6 +152,17 @@ impl Cluster {
         self.procs.insert(id, child);
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to node `id`'s process.
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.procs[&id].id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.procs.remove(&id) {
