@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 
+/// Raft entries per append message.
+const PAYLOAD_ENTRIES: u64 = 64;
+
+/// Largest `batch.max_leaves`: an append of [`PAYLOAD_ENTRIES`] full batches stays under
+/// half the gRPC message limit (4096 leaves of 128 bytes make 512 KiB per entry).
+const MAX_BATCH_LEAVES: usize = quorumlog_raft::network::MAX_MESSAGE_BYTES
+    / 2
+    / (PAYLOAD_ENTRIES as usize * crate::sigsum::leaf::TreeLeaf::LEN);
+
 /// A configuration file that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -273,6 +282,13 @@ impl NodeConfig {
         if self.batch.max_leaves == 0 {
             return Err("batch.max_leaves must be at least 1".into());
         }
+        if self.batch.max_leaves > MAX_BATCH_LEAVES {
+            return Err(format!(
+                "batch.max_leaves must be at most {MAX_BATCH_LEAVES}: a Raft append carries up \
+                 to {PAYLOAD_ENTRIES} batches and must fit a {} MiB gRPC message with room to spare",
+                quorumlog_raft::network::MAX_MESSAGE_BYTES >> 20
+            ));
+        }
         if self.publish.interval_ms == 0 {
             return Err("publish.interval_ms must be at least 1".into());
         }
@@ -353,8 +369,7 @@ impl NodeConfig {
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             // A follower further behind than this is sent a snapshot instead of entries.
             replication_lag_threshold: r.snapshot_every_entries + r.keep_entries_after_snapshot,
-            // Entries can hold 1024 leaves (128 KiB); keep appends well under the gRPC limit.
-            max_payload_entries: 64,
+            max_payload_entries: PAYLOAD_ENTRIES,
             ..RaftConfig::default()
         }
     }

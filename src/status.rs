@@ -248,6 +248,10 @@ pub struct MemberReport {
     pub applied_index: Option<u64>,
     /// Entries it trails the highest commit index any member reported.
     pub lag: u64,
+    /// Whether it has caught up with a leader since it started (until then it serves no
+    /// tree head).
+    #[serde(default)]
+    pub caught_up: bool,
     /// Last index in its log.
     pub last_log_index: Option<u64>,
     /// Index its latest snapshot covers.
@@ -413,6 +417,7 @@ fn report(s: &NodeStatus, max_commit: u64) -> MemberReport {
         committed_index: s.committed_index,
         applied_index: s.applied_index,
         lag: max_commit.saturating_sub(s.applied_index.unwrap_or(0)),
+        caught_up: s.caught_up,
         last_log_index: s.last_log_index,
         snapshot_index: s.snapshot_index,
         app: NodeAppStatus::decode(&s.app_status),

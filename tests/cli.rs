@@ -133,6 +133,14 @@ fn bad_arguments_and_configs_are_clear_errors() {
     std::fs::write(&cfg, good.replace("max_leaves = 1024", "max_leaves = 0")).unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && text.contains("max_leaves"), "{text}");
+    // Batches that would not fit a replication message are refused up front.
+    std::fs::write(
+        &cfg,
+        good.replace("max_leaves = 1024", "max_leaves = 100000"),
+    )
+    .unwrap();
+    let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && text.contains("at most 4096"), "{text}");
 
     let (ok, text) = run(&["admin", "--config", "/nonexistent/config.toml", "status"]);
     assert!(!ok && text.contains("/nonexistent/config.toml"), "{text}");

@@ -350,3 +350,116 @@ async fn a_removed_node_serves_no_tree_head() {
     let other = (1..=3).find(|&k| k != victim).unwrap();
     assert!(http.tree_head(&c.api_addr(other)).await.is_some());
 }
+
+/// A restarted node's stored head can be older than one it, or the cluster, already
+/// published; it serves no tree head until it has applied what a leader committed after
+/// the restart (found by the fault suite: a node killed and restarted served an older
+/// head than before the kill, and a wiped node replaying the log served size 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_serves_no_head_until_it_has_caught_up() {
+    let mut c = init("file");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&k| k != victim).collect();
+    c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
+        .await;
+    c.wait_for("the victim to serve a head of size 2", 30, || async {
+        published(&c, &http, victim).await >= 2
+    })
+    .await;
+    c.kill(victim);
+    c.propose_any(
+        &others,
+        &[support::leaf(3), support::leaf(4), support::leaf(5)],
+    )
+    .await;
+    c.wait_for("the cluster to publish size 5", 30, || async {
+        published(&c, &http, leader).await >= 5
+    })
+    .await;
+    for &k in &others {
+        c.kill(k);
+    }
+    // Alone, the victim cannot learn what the cluster committed meanwhile: the size-2
+    // head on its disk must not be served.
+    c.start(victim);
+    let first = c
+        .wait_until(
+            || "the restarted node's API to answer".into(),
+            30,
+            || async { http.get(&c.api_addr(victim), "get-tree-head").await.ok() },
+        )
+        .await;
+    assert_eq!(first.status, 503, "served {:?}", first.body);
+    assert!(first.body.contains("not yet caught up"), "{}", first.body);
+    let status = c.status(victim).await.unwrap();
+    assert!(!status.caught_up, "{status:?}");
+    for &k in &others {
+        c.start(k);
+    }
+    let size = c
+        .wait_until(
+            || "the restarted node to serve a head again".into(),
+            60,
+            || async {
+                http.tree_head(&c.api_addr(victim))
+                    .await
+                    .map(|h| h.head.size)
+            },
+        )
+        .await;
+    assert!(
+        size >= 5,
+        "served size {size} after the cluster published 5"
+    );
+    assert!(c.status(victim).await.unwrap().caught_up);
+}
+
+/// A follower cut off from every other node stops presenting its head as current once
+/// its read lease runs out (before, it served its last head for as long as the cut
+/// lasted, while the rest of the cluster could publish newer ones), and serves again once
+/// it hears from a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
+    let mut c = init("file");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let leader = c.leader(&[1, 2, 3]).await;
+    let lone = (1..=3).find(|&k| k != leader).unwrap();
+    c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
+        .await;
+    c.wait_for("the follower to serve a head of size 2", 30, || async {
+        published(&c, &http, lone).await >= 2
+    })
+    .await;
+    let others: Vec<u64> = (1..=3).filter(|&k| k != lone).collect();
+    for &k in &others {
+        c.signal(k, "STOP");
+    }
+    c.wait_for("the lone follower to refuse its head", 30, || async {
+        http.get(&c.api_addr(lone), "get-tree-head")
+            .await
+            .is_ok_and(|a| a.status == 503 && a.body.contains("not heard from a leader"))
+    })
+    .await;
+    // A proof past its head is retryable there: the client may have the size from a node
+    // further ahead.
+    let a = http
+        .get(&c.api_addr(lone), "get-consistency-proof/1/3")
+        .await
+        .unwrap();
+    assert_eq!(a.status, 503, "{}", a.body);
+    for &k in &others {
+        c.signal(k, "CONT");
+    }
+    c.wait_for("the follower to serve its head again", 30, || async {
+        published(&c, &http, lone).await >= 2
+    })
+    .await;
+}

@@ -12,6 +12,22 @@ use support::{leaf, Cluster};
 use tonic::Code;
 
 /// Test clusters batch for longer so that concurrent proposals visibly share entries.
+/// Snapshot transfer directories under `dir`, at any depth.
+fn incoming_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            if entry.file_name().to_string_lossy().starts_with("incoming-") {
+                found.push(p);
+            } else {
+                found.extend(incoming_dirs(&p));
+            }
+        }
+    }
+    found
+}
+
 fn slow_batches(c: &str) -> String {
     c.replace("max_delay_us = 1000", "max_delay_us = 20000")
 }
@@ -448,12 +464,54 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     assert!(!c.node_dir(target).join("escape").exists());
     let e = peer
         .install_snapshot(futures::stream::iter(vec![
-            good_header,
+            good_header.clone(),
             chunk("000001.sst"),
         ]))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A stream cut short after CURRENT (before, this was installed as a whole snapshot),
+    // and one whose manifest disagrees with the content.
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![
+            good_header.clone(),
+            chunk("CURRENT"),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("truncated"), "{e:?}");
+    let manifest = |sha256: Vec<u8>| SnapshotChunk {
+        item: Some(snapshot_chunk::Item::Manifest(pb::SnapshotManifest {
+            files: vec![pb::SnapshotFile {
+                name: "CURRENT".into(),
+                size: 3,
+                sha256,
+            }],
+        })),
+    };
+    let e = peer
+        .install_snapshot(futures::stream::iter(vec![
+            good_header.clone(),
+            chunk("CURRENT"),
+            manifest(vec![0; 32]),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("does not match"), "{e:?}");
+    // A complete snapshot older than the node's state is passed over by openraft; its
+    // directory must not stay behind.
+    use sha2::Digest;
+    let _ = peer
+        .install_snapshot(futures::stream::iter(vec![
+            good_header,
+            chunk("CURRENT"),
+            manifest(sha2::Sha256::digest([1, 2, 3]).to_vec()),
+        ]))
+        .await;
+    let leftovers = incoming_dirs(&c.node_dir(target));
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // A batch that is not whole leaves is refused by the application, not applied.
     let mut admin = c.admin(leader);
     let r = admin

@@ -16,6 +16,7 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -115,11 +116,29 @@ struct NodeInner {
     network: NetworkFactory,
     /// Leader changes this node has seen, oldest first (node-local, not replicated).
     leader_changes: Mutex<VecDeque<LeaderChange>>,
+    /// Set once this process has applied a read index it obtained from a leader.
+    caught_up: AtomicBool,
+    /// When an append from the leader was last accepted (followers).
+    leader_contact: Mutex<Option<std::time::Instant>>,
+    /// How long a node trusts its state without word from a leader (or, leading, without
+    /// a quorum's acknowledgement): twice the longest election timeout. Past one election
+    /// timeout the cluster may have moved on under another leader; the second absorbs
+    /// scheduling hiccups of a busy machine.
+    read_lease: Duration,
 }
 
 /// A cheap handle to a running node.
 #[derive(Clone)]
 pub struct NodeHandle(Arc<NodeInner>);
+
+fn read_error(e: crate::types::err::ReadError) -> WriteError {
+    match e.forward_to_leader() {
+        Some(f) => WriteError::NotLeader {
+            leader: f.leader_id.map(|id| (id, f.leader_node.clone())),
+        },
+        None => WriteError::Rejected(e.to_string()),
+    }
+}
 
 fn write_error(e: crate::types::err::ClientWriteError) -> WriteError {
     if let Some(f) = e.forward_to_leader() {
@@ -235,12 +254,70 @@ impl NodeHandle {
             .ensure_linearizable(crate::types::ReadPolicy::ReadIndex)
             .await
             .map(|_| ())
-            .map_err(|e| match e.forward_to_leader() {
-                Some(f) => WriteError::NotLeader {
-                    leader: f.leader_id.map(|id| (id, f.leader_node.clone())),
-                },
-                None => WriteError::Rejected(e.to_string()),
-            })
+            .map_err(read_error)
+    }
+
+    /// Confirms this node is the leader (with a quorum) and returns the index through
+    /// which everything is committed; it does not wait for this node to apply it.
+    pub async fn read_index(&self) -> Result<u64, WriteError> {
+        self.0
+            .raft
+            .get_read_log_id(crate::types::ReadPolicy::ReadIndex)
+            .await
+            .map(|(read, _)| read.index())
+            .map_err(read_error)
+    }
+
+    /// Records that the leader's append was accepted just now.
+    pub(crate) fn note_leader_contact(&self) {
+        *self
+            .0
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// How long ago this node last had word that it is in step with a leader: as a
+    /// follower, an append it accepted; as the leader, a quorum's acknowledgement. None if
+    /// never.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        if self.0.raft.is_leader() {
+            let metrics = self.0.raft.metrics();
+            let m = metrics.borrow_watched();
+            // A single voter is its own quorum, with nobody to acknowledge anything.
+            if m.membership_config.membership().voter_ids().count() == 1 {
+                return Some(Duration::ZERO);
+            }
+            return m
+                .last_quorum_acked
+                .as_ref()
+                .map(|t| openraft::Instant::elapsed(&**t));
+        }
+        self.0
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    /// Whether [`NodeHandle::since_leader_contact`] is within the read lease: if not, the
+    /// cluster may have committed (and published) more without this node.
+    pub fn in_contact_with_leader(&self) -> bool {
+        self.since_leader_contact()
+            .is_some_and(|d| d <= self.0.read_lease)
+    }
+
+    /// The read lease (see [`NodeHandle::in_contact_with_leader`]).
+    pub fn read_lease(&self) -> Duration {
+        self.0.read_lease
+    }
+
+    /// Whether this process has caught up with the cluster: since it started, it has
+    /// applied everything a leader had committed at some moment after the start. Until
+    /// then its state may be older than what this node (before a restart) or the cluster
+    /// has already published, so it must not be presented as current.
+    pub fn is_caught_up(&self) -> bool {
+        self.0.caught_up.load(Ordering::Acquire)
     }
 
     pub(crate) fn state_machine(&self) -> &StateMachine {
@@ -337,6 +414,7 @@ impl NodeHandle {
                 .iter()
                 .cloned()
                 .collect(),
+            caught_up: self.is_caught_up(),
         }
     }
 
@@ -501,6 +579,74 @@ async fn record_leader_changes(node: NodeHandle) {
     }
 }
 
+/// How often a node that has not caught up asks the leader for its read index.
+const CATCH_UP_POLL: Duration = Duration::from_millis(250);
+
+/// Longest a node waits for a leader's read index, or to apply up to it, before asking again.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sets the node's caught-up flag once it has applied a read index obtained from a leader
+/// (itself or a peer) after this process started. A node restarted with old state, or
+/// replaying the log from the start after a wipe, would otherwise serve an older head
+/// than the one it or the cluster had already published.
+async fn catch_up(node: NodeHandle) {
+    let mut attempts = 0u64;
+    loop {
+        tokio::time::sleep(CATCH_UP_POLL).await;
+        if node.0.raft.metrics().borrow_watched().state == ServerState::Shutdown {
+            return;
+        }
+        attempts += 1;
+        let target = match leader_read_index(&node).await {
+            Ok(index) => index,
+            Err(e) => {
+                // Expected while there is no leader yet; worth a line now and then.
+                if attempts.is_multiple_of(40) {
+                    tracing::info!(error = %e, "not caught up yet: no read index from a leader");
+                }
+                continue;
+            }
+        };
+        let applied = node
+            .0
+            .raft
+            .wait(Some(CATCH_UP_TIMEOUT))
+            .applied_index_at_least(Some(target), "catching up with the leader")
+            .await;
+        match applied {
+            Ok(_) => {
+                node.0.caught_up.store(true, Ordering::Release);
+                tracing::info!(index = target, "caught up with the cluster");
+                return;
+            }
+            Err(crate::types::err::WaitError::ShuttingDown) => return,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// The read index of the leader this node knows of: its own if it leads.
+async fn leader_read_index(node: &NodeHandle) -> Result<u64, String> {
+    let Some((id, peer)) = node.leader() else {
+        return Err("no leader known".into());
+    };
+    if id == node.0.id {
+        return node.read_index().await.map_err(|e| e.to_string());
+    }
+    let addr = peer
+        .ok_or_else(|| format!("no address for leader {id}"))?
+        .raft_addr;
+    let channel = node.0.network.channel(id, &addr)?;
+    let mut client = crate::network::pb::admin_client::AdminClient::new(channel);
+    let mut req = tonic::Request::new(crate::network::pb::ReadIndexRequest {});
+    req.set_timeout(CATCH_UP_TIMEOUT);
+    match tokio::time::timeout(CATCH_UP_TIMEOUT, client.read_index(req)).await {
+        Ok(Ok(r)) => Ok(r.into_inner().index),
+        Ok(Err(s)) => Err(format!("leader {id}: {}", s.message())),
+        Err(_) => Err(format!("leader {id}: no answer")),
+    }
+}
+
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
     handle: NodeHandle,
@@ -516,6 +662,7 @@ impl Node {
         std::fs::create_dir_all(&opts.data_dir)?;
         let log = LogStore::open(&opts.data_dir.join("raft-log"))?;
         let sm = StateMachine::open(&opts.data_dir, app)?;
+        let read_lease = Duration::from_millis(2 * opts.raft.election_timeout_max);
         let config = Arc::new(
             opts.raft
                 .validate()
@@ -536,8 +683,12 @@ impl Node {
             transfer_hooks: OnceLock::new(),
             network: network.clone(),
             leader_changes: Mutex::default(),
+            caught_up: AtomicBool::new(false),
+            leader_contact: Mutex::new(None),
+            read_lease,
         }));
         tokio::spawn(record_leader_changes(handle.clone()));
+        tokio::spawn(catch_up(handle.clone()));
 
         let listener = TcpListener::bind(&opts.raft_addr)
             .await

@@ -266,6 +266,19 @@ impl StateMachine {
             .snapshotting
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        // Check the snapshot before it replaces anything: it must open as a database and
+        // state the position it claims. Committing it deletes the older snapshots, and the
+        // live state is swapped only after the new one has opened.
+        {
+            let copy = open_db_read_only(self.inner.app.as_ref(), &data.db_dir())?;
+            let (applied, _) = read_meta(&copy)?;
+            if applied != meta.last_log_id {
+                return Err(io::Error::other(format!(
+                    "snapshot states position {applied:?} but was sent as {:?}",
+                    meta.last_log_id
+                )));
+            }
+        }
         let snap = self.inner.snapshots.commit(&data.path, meta)?;
         let mut live = self.lock();
         let next = (0u64..)

@@ -78,6 +78,8 @@ pub mod msg {
     pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
     /// AppendEntries response.
     pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+    /// Why one request of a stream of appends was not taken.
+    pub type StreamAppendError = openraft::raft::StreamAppendError<TypeConfig>;
     /// Result of one request of a stream of appends.
     pub type StreamAppendResult = openraft::raft::StreamAppendResult<TypeConfig>;
     /// Vote request.
@@ -107,6 +109,13 @@ pub mod err {
     /// Error of a client write.
     pub type ClientWriteError =
         openraft::errors::RaftError<TypeConfig, openraft::errors::ClientWriteError<TypeConfig>>;
+    /// Error of a linearizable read (the leader could not confirm it still leads).
+    pub type ReadError = openraft::errors::RaftError<
+        TypeConfig,
+        openraft::errors::LinearizableReadError<TypeConfig>,
+    >;
+    /// Why waiting on the node's metrics ended.
+    pub use openraft::metrics::WaitError;
     /// Storage error.
     pub type StorageError = openraft::StorageError<TypeConfig>;
 }

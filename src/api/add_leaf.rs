@@ -5,7 +5,7 @@
 //! 200 at once if the leaf is already in its tree (a known leaf costs no rate limit). A
 //! follower then forwards the raw request to the leader over the cluster's mutually
 //! authenticated gRPC channel and relays the leader's answer; one base URL behind a load
-//! balancer therefore works. The leader checks the token against DNS (400), the rate
+//! balancer therefore works. The leader checks the token against DNS (400; 503 if DNS fails), the rate
 //! limit (429) and the submitter's signature (403), then commits the leaf through group
 //! commit: 200 once it is committed by a majority and applied, 202 if that takes longer
 //! than the configured wait (the leaf is still committed; a retry then gets 200).
@@ -168,6 +168,13 @@ impl Submitter {
                 .await
                 {
                     Ok(d) => Some(d),
+                    // sigsum-submit gives up on a 4xx: a DNS outage must not look final.
+                    Err(e) if e.is_transient() => {
+                        return Answer::error(
+                            503,
+                            format!("cannot check the submit token now: {e}"),
+                        )
+                    }
                     Err(e) => return Answer::error(400, format!("invalid submit token: {e}")),
                 }
             }

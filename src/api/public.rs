@@ -156,6 +156,26 @@ fn published(api: &PublicApi) -> Result<(Arc<MerkleStore>, u64), ApiError> {
     Ok((tree, head.head.size))
 }
 
+/// A request past this node's published head. Only a leader in touch with its quorum
+/// knows that no larger head exists; any other node may simply be behind (the client got
+/// the size from a node further ahead), so it answers with a retryable 503.
+fn beyond_published(api: &PublicApi, what: &str, value: u64, published: u64) -> ApiError {
+    let node = &api.submitter.node;
+    if node.raft().is_leader() && node.in_contact_with_leader() {
+        bad(format!(
+            "{what} {value} is beyond the published tree head (size {published})"
+        ))
+    } else {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{what} {value} is beyond this node's published tree head (size {published}); \
+                 it may be behind the leader: retry, or ask another node"
+            ),
+        )
+    }
+}
+
 fn int(what: &str, s: &str) -> Result<u64, ApiError> {
     parse_int(s).map_err(|e| bad(format!("{what}: {e}")))
 }
@@ -164,10 +184,32 @@ async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, Ap
     // A learner replaying the log, or a removed node, holds an older published head than
     // the one this address served before (a wiped node re-added under its old name starts
     // again from size 0): it must not present that as the log's current head.
-    if !api.submitter.node.is_voter() {
+    let node = &api.submitter.node;
+    if !node.is_voter() {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "this node is not a voting member of the cluster (catching up, or removed); ask another node".into(),
+        ));
+    }
+    // Likewise a restarted node until it has applied what a leader had committed after
+    // the restart: its stored head may be older than one it served before.
+    if !node.is_caught_up() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node has restarted and not yet caught up with the leader; ask another node"
+                .into(),
+        ));
+    }
+    // And a node cut off from the leader (or a leader cut off from its quorum): the
+    // cluster may have published newer heads without it.
+    if !node.in_contact_with_leader() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this node has not heard from a leader within {} ms, so its head may be \
+                 stale; ask another node",
+                node.read_lease().as_millis()
+            ),
         ));
     }
     let head = api.state.published_head().ok_or_else(|| {
@@ -192,9 +234,7 @@ async fn get_inclusion_proof(
     }
     let (tree, published) = published(&api)?;
     if size > published {
-        return Err(bad(format!(
-            "size {size} is beyond the published tree head (size {published})"
-        )));
+        return Err(beyond_published(&api, "size", size, published));
     }
     match tree.inclusion_proof_by_hash(&leaf_hash, size) {
         Ok((leaf_index, path)) => Ok(text(
@@ -222,9 +262,7 @@ async fn get_consistency_proof(
     }
     let (tree, published) = published(&api)?;
     if new > published {
-        return Err(bad(format!(
-            "new_size {new} is beyond the published tree head (size {published})"
-        )));
+        return Err(beyond_published(&api, "new_size", new, published));
     }
     let path = tree.consistency_proof(old, new).map_err(internal)?;
     Ok(text(StatusCode::OK, ConsistencyProof { path }.to_ascii()))
@@ -243,9 +281,7 @@ async fn get_leaves(
     }
     let (_, published) = published(&api)?;
     if end > published {
-        return Err(bad(format!(
-            "end_index {end} is beyond the published tree head (size {published})"
-        )));
+        return Err(beyond_published(&api, "end_index", end, published));
     }
     let end = end.min(start.saturating_add(api.max_range));
     let leaves = api.state.leaves(start, end).map_err(internal)?;

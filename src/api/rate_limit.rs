@@ -114,6 +114,14 @@ pub enum TokenError {
     },
 }
 
+impl TokenError {
+    /// Whether the token could not be checked at all (DNS unreachable or failing), as
+    /// opposed to checked and found wanting: the submitter should retry, not give up.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TokenError::Dns(_))
+    }
+}
+
 fn is_within(domain: &str, parent: &str) -> bool {
     domain == parent
         || domain
@@ -584,6 +592,54 @@ mod tests {
             false,
         ));
         assert_eq!(got.unwrap(), "example.org");
+    }
+
+    /// A name server that fails every lookup.
+    struct BrokenDns;
+
+    impl TxtResolver for BrokenDns {
+        fn lookup_txt<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> futures::future::BoxFuture<'a, Result<Vec<String>, DnsError>> {
+            Box::pin(async move {
+                Err(DnsError::Timeout {
+                    name: name.to_string(),
+                })
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_dns_is_transient_and_a_wrong_key_is_not() {
+        let (sk, pk) = keypair(1);
+        let err = block_on(verify_token(
+            &BrokenDns,
+            &token("example.org", &sk),
+            &log_key(),
+            false,
+        ))
+        .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let (other, _) = keypair(2);
+        let r = resolver(&[("_sigsum_v1.example.org", vec![hex_key(&pk)])]);
+        let err = block_on(verify_token(
+            &r,
+            &token("example.org", &other),
+            &log_key(),
+            false,
+        ))
+        .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        let r = resolver(&[]);
+        let err = block_on(verify_token(
+            &r,
+            &token("example.org", &sk),
+            &log_key(),
+            false,
+        ))
+        .unwrap_err();
+        assert!(!err.is_transient(), "{err}");
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn member_row(out: &mut String, m: &MemberView, leader: Option<u64>) {
                 n.term,
                 opt(n.committed_index),
                 opt(n.applied_index),
-                n.lag,
+                if n.caught_up { n.lag.to_string() } else { format!("{} (catching up)", n.lag) },
                 opt(app.map(|a| a.tree_size)),
                 opt(app.and_then(|a| a.published.as_ref().map(|p| p.size))),
                 if app.is_some_and(|a| a.key_loaded) { "yes" } else { "no" },

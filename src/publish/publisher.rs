@@ -190,7 +190,16 @@ async fn round(
             }
         }
     }
-    let published = CosignedTreeHead { head, cosignatures };
+    let mut published = CosignedTreeHead { head, cosignatures };
+    // Every node parses the head again when it applies it; if anything a witness sent
+    // would not read back, publish without cosignatures rather than not at all.
+    if CosignedTreeHead::parse(published.to_ascii().as_bytes()).as_ref() != Ok(&published) {
+        tracing::error!(
+            size,
+            "cosigned head does not read back; publishing it uncosigned"
+        );
+        published.cosignatures.clear();
+    }
     commit(node, LogCommand::PublishedHead(published.clone())).await?;
     Ok(published)
 }

@@ -436,6 +436,10 @@ mod tests {
             cosig_line(3, 1, &cp),
             cosig_line(2, 1, &other_checkpoint),
             "\u{2014} x\n".to_string(),
+            // Correctly signed, but with times the Sigsum wire format cannot carry: taken,
+            // they made every published head unappliable and froze publication.
+            cosig_line(2, u64::MAX, &cp),
+            cosig_line(2, 1 << 63, &cp),
         ] {
             let err = pick_cosignature(body.as_bytes(), &key, &cp).unwrap_err();
             assert!(

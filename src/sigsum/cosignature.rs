@@ -96,10 +96,24 @@ impl Cosignature {
         if blob.len() != 4 + 8 + 64 || blob[..4] != key_id(name, SIG_TYPE_COSIGNATURE, witness) {
             return Err(NoteLineError::Unwanted);
         }
-        Ok(Cosignature {
+        let cosignature = Cosignature {
             key_hash: witness.key_hash(),
             timestamp: u64::from_be_bytes(blob[4..12].try_into().expect("8 bytes")),
             signature: Signature(blob[12..].try_into().expect("64 bytes")),
-        })
+        };
+        // A note line can carry values the Sigsum wire format cannot (a time above
+        // 2^63 - 1): such a cosignature, once published, would make the head unreadable
+        // wherever it is parsed again, so it is taken only if the wire parser accepts it.
+        if !cosignature.survives_wire_format() {
+            return Err(NoteLineError::Malformed);
+        }
+        Ok(cosignature)
+    }
+
+    /// Whether [`Cosignature::parse_wire_value`] reads back exactly this cosignature.
+    pub fn survives_wire_format(&self) -> bool {
+        let value = self.wire_value();
+        let values: Vec<&str> = value.split(' ').collect();
+        Cosignature::parse_wire_value(&values).as_ref() == Ok(self)
     }
 }

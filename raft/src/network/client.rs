@@ -5,7 +5,7 @@ use super::pb::{self, raft_client::RaftClient, snapshot_chunk, SnapshotChunk};
 use super::tls::TlsFiles;
 use super::{MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
 use crate::log_store::{decode, encode};
-use crate::snapshot::SnapshotDir;
+use crate::snapshot::{read_file_chunks, ManifestBuilder, SnapshotDir};
 use crate::types::err::{NetworkError, RpcError, StreamingError, Unreachable};
 use crate::types::msg::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
@@ -18,7 +18,6 @@ use openraft::errors::ReplicationClosed;
 use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
@@ -285,38 +284,49 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
-/// Reads the snapshot's files and queues them as chunks after the header.
+/// Queues the header, every file of the snapshot as chunks, then the manifest (sizes and
+/// SHA-256 of what was sent). The snapshot is pinned meanwhile so that a newer one cannot
+/// delete it mid-transfer; an error leaves the stream without its manifest, which the
+/// receiver refuses.
 fn send_files(
     dir: &SnapshotDir,
     header: SnapshotChunk,
     tx: &tokio::sync::mpsc::Sender<SnapshotChunk>,
 ) -> std::io::Result<()> {
+    let _pin = dir.pin()?;
     let closed = || std::io::Error::other("snapshot receiver closed");
     tx.blocking_send(header).map_err(|_| closed())?;
+    let mut manifest = ManifestBuilder::default();
     for (name, _) in dir.files()? {
-        let mut f = std::fs::File::open(dir.db_dir().join(&name))?;
-        let mut offset = 0u64;
-        loop {
-            let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
-            let n = f.read(&mut buf)?;
-            // Empty files are sent as one empty chunk so the receiver creates them.
-            if n == 0 && offset > 0 {
-                break;
-            }
-            buf.truncate(n);
-            let chunk = SnapshotChunk {
-                item: Some(snapshot_chunk::Item::Chunk(pb::FileChunk {
-                    name: name.clone(),
-                    offset,
-                    data: buf,
-                })),
-            };
-            tx.blocking_send(chunk).map_err(|_| closed())?;
-            offset += n as u64;
-            if n == 0 {
-                break;
-            }
-        }
+        let (size, hasher) = read_file_chunks(
+            &dir.db_dir().join(&name),
+            SNAPSHOT_CHUNK_BYTES,
+            |offset, data| {
+                let chunk = SnapshotChunk {
+                    item: Some(snapshot_chunk::Item::Chunk(pb::FileChunk {
+                        name: name.clone(),
+                        offset,
+                        data,
+                    })),
+                };
+                tx.blocking_send(chunk).map_err(|_| closed())
+            },
+        )?;
+        manifest.add(name, size, hasher);
     }
-    Ok(())
+    let files = manifest
+        .finish()
+        .into_iter()
+        .map(|(name, e)| pb::SnapshotFile {
+            name,
+            size: e.size,
+            sha256: e.sha256.to_vec(),
+        })
+        .collect();
+    let end = SnapshotChunk {
+        item: Some(snapshot_chunk::Item::Manifest(pb::SnapshotManifest {
+            files,
+        })),
+    };
+    tx.blocking_send(end).map_err(|_| closed())
 }

@@ -4,17 +4,17 @@
 use super::pb::{
     self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply,
     ForwardReply, ForwardRequest, KeyDelivery, NodeStatus, ProposeReply, ProposeRequest,
-    RemoveNodeRequest, SnapshotChunk, StatusRequest,
+    ReadIndexReply, ReadIndexRequest, RemoveNodeRequest, SnapshotChunk, StatusRequest,
 };
 use super::tls::check_peer;
 use crate::log_store::{decode, encode};
 use crate::node::{NodeHandle, WriteError};
-use crate::snapshot::{sync_dir_tree, valid_file_name, SnapshotDir};
-use crate::types::msg::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
+use crate::snapshot::{IncomingSnapshot, ManifestEntry, ReceiveError, SnapshotDir};
+use crate::types::msg::{
+    AppendEntriesRequest, StreamAppendError, TransferLeaderRequest, VoteRequest,
+};
 use crate::types::{Command, NodeId, Peer, Snapshot, SnapshotMeta, Vote};
 use futures::{Stream, StreamExt};
-use std::collections::HashMap;
-use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
@@ -69,6 +69,10 @@ impl raft_server::Raft for RaftService {
             .instrument(span)
             .await
             .map_err(fatal)?;
+        // A conflict still means the sender's leadership was accepted.
+        if resp.is_success() || resp.is_conflict() {
+            self.node.note_leader_contact();
+        }
         reply(&resp)
     }
 
@@ -107,11 +111,17 @@ impl raft_server::Raft for RaftService {
             }
         });
         let results = self.node.raft().stream_append(input);
+        let node = self.node.clone();
         let out = results
-            .map(|r| match r {
-                Ok(res) => encode(&res)
-                    .map(|data| pb::Payload { data })
-                    .map_err(|e| Status::internal(e.to_string())),
+            .map(move |r| match r {
+                Ok(res) => {
+                    if !matches!(res, Err(StreamAppendError::HigherVote(_))) {
+                        node.note_leader_contact();
+                    }
+                    encode(&res)
+                        .map(|data| pb::Payload { data })
+                        .map_err(|e| Status::internal(e.to_string()))
+                }
                 Err(e) => Err(fatal(e)),
             })
             .chain(
@@ -172,79 +182,81 @@ impl raft_server::Raft for RaftService {
             .state_machine()
             .new_incoming_snapshot_dir()
             .map_err(|e| Status::internal(e.to_string()))?;
-        let received = receive_files(&mut stream, &dir).await;
+        let received = receive_files(&mut stream, dir.clone()).await;
         if let Err(s) = received {
+            tracing::warn!(from = vote.leader_id.node_id, error = %s.message(), "snapshot refused");
             let _ = std::fs::remove_dir_all(&dir);
             return Err(s);
         }
         let snapshot = Snapshot {
             meta,
-            snapshot: SnapshotDir { path: dir },
+            snapshot: SnapshotDir { path: dir.clone() },
         };
         tracing::info!(
             from = vote.leader_id.node_id,
             "snapshot received; installing"
         );
-        let resp = self
-            .node
-            .raft()
-            .install_full_snapshot(vote, snapshot)
-            .await
-            .map_err(fatal)?;
-        reply(&resp)
+        let resp = self.node.raft().install_full_snapshot(vote, snapshot).await;
+        // Installing moves the directory into place; if it is still here, openraft passed
+        // the snapshot over (older than what this node has) and nobody else will delete it.
+        if dir.exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        reply(&resp.map_err(fatal)?)
     }
 }
 
-/// Writes chunks into `dir/db/`, checking names and offsets; syncs everything at the end.
+/// Receives the files and the closing manifest into `dir`, verified; see
+/// [`IncomingSnapshot`].
 async fn receive_files(
     stream: &mut Streaming<SnapshotChunk>,
-    dir: &std::path::Path,
+    dir: std::path::PathBuf,
 ) -> Result<(), Status> {
-    let db = dir.join("db");
-    let mut files: HashMap<String, (std::fs::File, u64)> = HashMap::new();
-    while let Some(msg) = stream.message().await? {
-        let Some(snapshot_chunk::Item::Chunk(c)) = msg.item else {
-            return Err(Status::invalid_argument(
-                "unexpected message in snapshot stream",
-            ));
+    let refused = |e: ReceiveError| match e {
+        ReceiveError::Io(e) => Status::internal(e.to_string()),
+        other => Status::invalid_argument(other.to_string()),
+    };
+    let mut incoming = IncomingSnapshot::new(dir);
+    let manifest = loop {
+        let Some(msg) = stream.message().await? else {
+            return Err(refused(ReceiveError::Truncated));
         };
-        if !valid_file_name(&c.name) {
-            return Err(Status::invalid_argument(format!(
-                "invalid file name in snapshot: {:?}",
-                c.name
-            )));
-        }
-        let entry = match files.entry(c.name.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let f = std::fs::File::create(db.join(&c.name))
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                v.insert((f, 0))
+        match msg.item {
+            // A 1 MiB write to the page cache; the fsyncs happen once, in `finish`.
+            Some(snapshot_chunk::Item::Chunk(c)) => incoming
+                .chunk(&c.name, c.offset, &c.data)
+                .map_err(refused)?,
+            Some(snapshot_chunk::Item::Manifest(m)) => break m,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "unexpected message in snapshot stream",
+                ))
             }
-        };
-        if c.offset != entry.1 {
-            return Err(Status::invalid_argument(format!(
-                "snapshot file {} chunk at offset {} but {} bytes received",
-                c.name, c.offset, entry.1
-            )));
         }
-        entry
-            .0
-            .write_all(&c.data)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        entry.1 += c.data.len() as u64;
-    }
-    if !files.contains_key("CURRENT") {
+    };
+    if stream.message().await?.is_some() {
         return Err(Status::invalid_argument(
-            "snapshot has no CURRENT file: truncated",
+            "snapshot stream goes on after its manifest",
         ));
     }
-    drop(files);
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || sync_dir_tree(&dir))
+    let mut expected = std::collections::BTreeMap::new();
+    for f in manifest.files {
+        let sha256: [u8; 32] = f
+            .sha256
+            .try_into()
+            .map_err(|_| Status::invalid_argument("manifest digest is not 32 bytes"))?;
+        expected.insert(
+            f.name,
+            ManifestEntry {
+                size: f.size,
+                sha256,
+            },
+        );
+    }
+    tokio::task::spawn_blocking(move || incoming.finish(&expected))
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(e.to_string()))
+        .map_err(refused)
 }
 
 /// Operator and application calls.
@@ -365,5 +377,13 @@ impl Admin for AdminService {
             .await
             .map_err(Status::failed_precondition)?;
         Ok(Response::new(AdminReply { message }))
+    }
+
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let index = self.node.read_index().await.map_err(write_status)?;
+        Ok(Response::new(ReadIndexReply { index }))
     }
 }
