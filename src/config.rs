@@ -161,11 +161,18 @@ pub struct ApiSection {
     pub add_leaf_wait_ms: u64,
     /// Most leaves one get-leaves answer carries.
     pub max_range: u64,
-    /// Most requests served at once; more get 503.
+    /// Most reads (GET) served at once; more get 503.
     pub max_in_flight: usize,
+    /// Most writes (add-leaf) served at once; more get 503.
+    pub max_writes_in_flight: usize,
+    /// Most open connections from one client address; more are closed at once.
+    pub max_connections_per_client: usize,
     /// Longest a client may take to send its request headers.
     pub header_timeout_ms: u64,
-    /// Longest one request may take, body included.
+    /// Longest a client may take to send a request body (no budget is held meanwhile).
+    pub body_timeout_ms: u64,
+    /// Longest one request may take once its body is in; also the longest a response
+    /// write may stall on a client that does not read.
     pub request_timeout_ms: u64,
 }
 
@@ -176,7 +183,10 @@ impl Default for ApiSection {
             add_leaf_wait_ms: 5000,
             max_range: 512,
             max_in_flight: 4096,
+            max_writes_in_flight: 1024,
+            max_connections_per_client: 1024,
             header_timeout_ms: 10_000,
+            body_timeout_ms: 5_000,
             request_timeout_ms: 30_000,
         }
     }
@@ -292,8 +302,16 @@ impl NodeConfig {
         if self.publish.interval_ms == 0 {
             return Err("publish.interval_ms must be at least 1".into());
         }
-        if self.api.max_range == 0 || self.api.max_in_flight == 0 {
-            return Err("api.max_range and api.max_in_flight must be at least 1".into());
+        if self.api.max_range == 0
+            || self.api.max_in_flight == 0
+            || self.api.max_writes_in_flight == 0
+            || self.api.max_connections_per_client == 0
+        {
+            return Err(
+                "api.max_range, api.max_in_flight, api.max_writes_in_flight and \
+                 api.max_connections_per_client must be at least 1"
+                    .into(),
+            );
         }
         if self
             .api

@@ -203,8 +203,18 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
 
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(cfg.api.header_timeout_ms),
+        body_timeout: Duration::from_millis(cfg.api.body_timeout_ms),
         request_timeout: Duration::from_millis(cfg.api.request_timeout_ms),
-        max_in_flight: cfg.api.max_in_flight,
+        max_reads_in_flight: cfg.api.max_in_flight,
+        max_writes_in_flight: cfg.api.max_writes_in_flight,
+        max_connections_per_client: cfg.api.max_connections_per_client,
+    };
+    // The ops listener serves a handful of scrapers and operators: small budgets.
+    let ops_limits = HttpLimits {
+        max_reads_in_flight: 64,
+        max_writes_in_flight: 16,
+        max_connections_per_client: 64,
+        ..limits
     };
     let public_router = server::with_limits(
         public::router(
@@ -226,15 +236,18 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         stop_rx.clone(),
     ))];
     if let Some(l) = ops_listener {
-        let ops_router = ops::router(Arc::new(Ops {
-            node: handle.clone(),
-            state: state.clone(),
-            metrics,
-        }));
+        let ops_router = server::with_limits(
+            ops::router(Arc::new(Ops {
+                node: handle.clone(),
+                state: state.clone(),
+                metrics,
+            })),
+            ops_limits,
+        );
         servers.push(tokio::spawn(server::serve(
             l,
             ops_router,
-            limits,
+            ops_limits,
             stop_rx.clone(),
         )));
     }
