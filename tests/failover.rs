@@ -463,3 +463,64 @@ async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
     })
     .await;
 }
+
+/// In custody `handoff`, a node that handed the key on does not get it back from its key
+/// file when it restarts (before, it did, and two nodes held the key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
+    let mut c = init("handoff");
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let http = Http::default();
+    let leader = c.leader(&[1, 2, 3]).await;
+    if leader != 1 {
+        c.admin(leader)
+            .transfer_leader(TransferLeaderRequest { to: 1 })
+            .await
+            .unwrap();
+        c.leader(&[1, 2, 3]).await;
+    }
+    c.wait_for("node 1 alone to hold the key", 20, || async {
+        key_holders(&c, &http, &[1, 2, 3]).await == vec![1]
+    })
+    .await;
+    c.admin(1)
+        .transfer_leader(TransferLeaderRequest { to: 2 })
+        .await
+        .unwrap();
+    c.wait_for("the key to move to node 2", 20, || async {
+        key_holders(&c, &http, &[1, 2, 3]).await == vec![2]
+    })
+    .await;
+    assert!(marker_anywhere(&c.node_dir(1)), "the hand-off is recorded");
+    c.kill(1);
+    c.start(1);
+    c.wait_for("node 1 to be back", 30, || async {
+        metric(&c, &http, 1, "quorumlog_signing_key_loaded")
+            .await
+            .is_some()
+    })
+    .await;
+    assert_eq!(key_holders(&c, &http, &[1, 2, 3]).await, vec![2]);
+    // Loading the key into node 1 again lifts the marker.
+    let key = std::fs::read_to_string(c.path.join("log.key")).unwrap();
+    let mut req = tonic::Request::new(KeyDelivery {
+        key: hex::decode(key.trim()).unwrap(),
+    });
+    req.set_timeout(Duration::from_secs(5));
+    c.admin(1).deliver_key(req).await.unwrap();
+    assert!(!marker_anywhere(&c.node_dir(1)));
+}
+
+/// Whether a `key-handed-off` marker exists under `dir`.
+fn marker_anywhere(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let p = e.path();
+            e.file_name() == "key-handed-off" || (p.is_dir() && marker_anywhere(&p))
+        })
+}

@@ -468,7 +468,7 @@ async fn followers_serve_the_same_head_and_verifiable_proofs() {
 #[test]
 fn the_head_checker_catches_planted_faults() {
     use quorumlog::publish::signer::LogSigner;
-    let signer = LogSigner::from_seed([5; 32]);
+    let signer = LogSigner::from_seed(&[5; 32]);
     let key = signer.public_key();
     let head = |size: u64, root: u8| CosignedTreeHead {
         head: signer.sign_tree_head(size, Hash([root; 32])),

@@ -76,10 +76,18 @@ struct Setup {
 
 fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
     let log_key = cfg.log_public_key();
+    let handed_off = cfg.path(&cfg.node.data_dir).join("key-handed-off");
     let signer = match (&cfg.log.key_file, cfg.log.custody) {
         (Some(f), Custody::File) => Some(LogSigner::load(&cfg.path(f), &log_key)?),
         // In custody `handoff` the file is optional: only the node that starts with the key
         // has it (and may delete it once loaded).
+        (Some(_), Custody::Handoff) if KeySlot::handed_off(&handed_off) => {
+            tracing::info!(
+                marker = %handed_off.display(),
+                "this node handed the signing key on; its key file is not loaded (load-key gives it back)"
+            );
+            None
+        }
         (Some(f), Custody::Handoff) if cfg.path(f).exists() => {
             let path = cfg.path(f);
             let signer = LogSigner::load(&path, &log_key)?;
@@ -92,7 +100,8 @@ fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
         }
         _ => None,
     };
-    let keys = Arc::new(KeySlot::new(cfg.log.custody, log_key, signer));
+    let keys =
+        Arc::new(KeySlot::new(cfg.log.custody, log_key, signer).with_handed_off_marker(handed_off));
     let policy = match &cfg.log.policy_file {
         Some(f) => {
             let p = cfg.path(f);

@@ -16,8 +16,10 @@ use crate::sigsum::crypto::PublicKey;
 use quorumlog_raft::types::NodeId;
 use quorumlog_raft::{KeyFn, NodeHandle, TransferHooks};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
 
 /// Where the signing key lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -39,6 +41,7 @@ pub struct KeySlot {
     paused: AtomicBool,
     /// Held for the whole of a publication round; a transfer takes it to wait one out.
     round: tokio::sync::Mutex<()>,
+    handed_off_marker: Option<PathBuf>,
 }
 
 impl KeySlot {
@@ -50,6 +53,28 @@ impl KeySlot {
             key: RwLock::new(key.map(Arc::new)),
             paused: AtomicBool::new(false),
             round: tokio::sync::Mutex::new(()),
+            handed_off_marker: None,
+        }
+    }
+
+    /// Custody `handoff`: the file whose presence says this node handed the key to another
+    /// node (so its key file must not bring the key back at the next start).
+    pub fn with_handed_off_marker(mut self, path: PathBuf) -> KeySlot {
+        self.handed_off_marker = Some(path);
+        self
+    }
+
+    /// Whether the marker of [`KeySlot::with_handed_off_marker`] is set at `path`.
+    pub fn handed_off(path: &std::path::Path) -> bool {
+        path.exists()
+    }
+
+    fn mark_handed_off(&self) {
+        if let Some(marker) = &self.handed_off_marker {
+            let note = b"the signing key was handed to another node; this node's key file is not loaded at start\n";
+            if let Err(e) = quorumlog_raft::snapshot::write_atomic(marker, note) {
+                tracing::warn!(error = %e, "could not record the hand-off");
+            }
         }
     }
 
@@ -89,14 +114,23 @@ impl KeySlot {
             tracing::info!("signing key forgotten");
             return Ok("signing key forgotten".into());
         }
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| "a signing key is a 32-byte Ed25519 seed".to_string())?;
-        let signer = LogSigner::from_seed(seed);
+        let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+            seed.try_into()
+                .map_err(|_| "a signing key is a 32-byte Ed25519 seed".to_string())?,
+        );
+        let signer = LogSigner::from_seed(&seed);
         if signer.public_key() != self.public_key {
             return Err("that key is not this log's key (its public key differs)".into());
         }
         self.set(Some(signer));
+        // Holding the key again, this node's key file may serve it after a restart.
+        if let Some(marker) = &self.handed_off_marker {
+            if let Err(e) = std::fs::remove_file(marker) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(error = %e, "could not remove the hand-off marker");
+                }
+            }
+        }
         tracing::info!("signing key loaded");
         Ok("signing key loaded; this node publishes while it leads".into())
     }
@@ -105,6 +139,8 @@ impl KeySlot {
     pub fn key_handler(self: Arc<Self>) -> KeyFn {
         Arc::new(move |seed| {
             let slot = self.clone();
+            // The received copy is wiped once read.
+            let seed = Zeroizing::new(seed);
             Box::pin(async move { slot.deliver(&seed) })
         })
     }
@@ -139,12 +175,22 @@ impl KeySlot {
             let node = node.clone();
             Box::pin(async move {
                 if slot.custody == Custody::Handoff && slot.get().is_some() {
-                    if moved {
+                    // The wait for the target to lead can time out and the target still
+                    // take over a moment later: only a node that still leads takes the key
+                    // back; if the target leads, it keeps the key and this node forgets it.
+                    let target_leads = node.leader().is_some_and(|(id, _)| id == to);
+                    if moved || target_leads {
                         slot.set(None);
+                        slot.mark_handed_off();
                         tracing::info!(to, "signing key forgotten after the transfer");
-                    } else if let Err(e) = node.deliver_key(to, Vec::new()).await {
-                        // The target keeps a copy; it publishes only if it ever leads.
-                        tracing::warn!(to, error = %e, "could not take the key back");
+                    } else if node.raft().is_leader() {
+                        if let Err(e) = node.deliver_key(to, Vec::new()).await {
+                            // The target keeps a copy; it publishes only if it ever leads.
+                            tracing::warn!(to, error = %e, "could not take the key back");
+                        }
+                    } else {
+                        // A third node leads: both copies stay; whichever leads publishes.
+                        tracing::warn!(to, "transfer ended with another leader; keeping the key");
                     }
                 }
                 slot.paused.store(false, Ordering::SeqCst);
@@ -160,7 +206,7 @@ mod tests {
 
     #[test]
     fn delivery_checks_the_key_and_the_mode() {
-        let signer = LogSigner::from_seed([4; 32]);
+        let signer = LogSigner::from_seed(&[4; 32]);
         let slot = KeySlot::new(Custody::Handoff, signer.public_key(), None);
         assert!(slot.get().is_none());
         assert!(slot.deliver(&[1; 31]).is_err());

@@ -9,6 +9,7 @@ use crate::sigsum::tree_head::SignedTreeHead;
 use ed25519_dalek::{Signer as _, SigningKey};
 use std::path::Path;
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 /// A key file that cannot be used. The messages never include the file's content.
 #[derive(Debug, Error)]
@@ -60,24 +61,28 @@ impl LogSigner {
         }
     }
 
-    /// A key from its 32-byte seed.
-    pub fn from_seed(seed: [u8; 32]) -> LogSigner {
+    /// A key from its 32-byte seed (the caller wipes its copy).
+    pub fn from_seed(seed: &[u8; 32]) -> LogSigner {
         LogSigner {
-            key: SigningKey::from_bytes(&seed),
+            key: SigningKey::from_bytes(seed),
         }
     }
 
     /// Reads a key file (hex seed) and checks it belongs to the log `expected`.
     pub fn load(path: &Path, expected: &PublicKey) -> Result<LogSigner, KeyError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-            path: p.clone(),
-            source,
-        })?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut seed)
+        // Both copies of the seed read here are wiped when dropped.
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+                    path: p.clone(),
+                    source,
+                })?,
+            );
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), seed.as_mut())
             .map_err(|_| KeyError::Format { path: p.clone() })?;
-        let signer = LogSigner::from_seed(seed);
+        let signer = LogSigner::from_seed(&seed);
         if signer.public_key() != *expected {
             return Err(KeyError::WrongKey {
                 path: p,
@@ -90,7 +95,8 @@ impl LogSigner {
 
     /// Writes the key to `path` (hex seed, mode 0600, refusing to overwrite).
     pub fn write(&self, path: &Path) -> Result<(), KeyError> {
-        let text = format!("{}\n", hex::encode(self.key.to_bytes()));
+        let mut text = Zeroizing::new(hex::encode(self.seed().as_ref()));
+        text.push('\n');
         quorumlog_raft::pki::write_secret(path, text.as_bytes()).map_err(|e| KeyError::Io {
             path: path.display().to_string(),
             source: std::io::Error::other(e.to_string()),
@@ -99,8 +105,8 @@ impl LogSigner {
 
     /// The 32-byte seed, for a hand-off to another node over the cluster's authenticated
     /// channel (custody `handoff`). Never log or store it.
-    pub(crate) fn seed(&self) -> [u8; 32] {
-        self.key.to_bytes()
+    pub(crate) fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes())
     }
 
     /// The log's public key.

@@ -377,7 +377,7 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> LeafState {
-        let state = LeafState::new(LogSigner::from_seed(SEED).public_key());
+        let state = LeafState::new(LogSigner::from_seed(&SEED).public_key());
         let mut opts = state.db_options();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
@@ -432,7 +432,7 @@ mod tests {
     fn tree_heads_are_checked_against_the_tree_and_never_regress() {
         let dir = tempfile::tempdir().unwrap();
         let state = open(dir.path());
-        let signer = LogSigner::from_seed(SEED);
+        let signer = LogSigner::from_seed(&SEED);
         let tree = state.tree().unwrap();
         state
             .apply(&[&encode_leaves(&[leaf(1), leaf(2), leaf(3)])], &mut |_| {})
@@ -462,7 +462,7 @@ mod tests {
             ApplyOutcome::Invalid(_)
         ));
         // Signed by another key: refused.
-        let stranger = LogSigner::from_seed([3; 32]).sign_tree_head(3, tree.root(3).unwrap());
+        let stranger = LogSigner::from_seed(&[3; 32]).sign_tree_head(3, tree.root(3).unwrap());
         assert!(matches!(
             outcome(&state, LogCommand::SignedHead(stranger)),
             ApplyOutcome::Invalid(_)
@@ -494,7 +494,7 @@ mod tests {
     fn a_head_after_leaves_in_one_chunk_sees_those_leaves() {
         let dir = tempfile::tempdir().unwrap();
         let state = open(dir.path());
-        let signer = LogSigner::from_seed(SEED);
+        let signer = LogSigner::from_seed(&SEED);
         // Root of a 2-leaf tree, computed on a scratch state.
         let scratch_dir = tempfile::tempdir().unwrap();
         let scratch = open(scratch_dir.path());
