@@ -79,11 +79,22 @@ async fn limited(
     .await
     {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body larger than {MAX_BUFFERED_BODY} bytes, or broken"),
-            )
+        Ok(Err(e)) => {
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body larger than {MAX_BUFFERED_BODY} bytes"),
+                )
+            } else {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    "request body incomplete or malformed".into(),
+                )
+            };
         }
         Err(_) => {
             return text(
