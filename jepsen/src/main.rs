@@ -61,6 +61,12 @@ enum Command {
         #[arg(long)]
         bin: Option<PathBuf>,
     },
+    /// Check a stored run again with this build's checkers (rewrites results.json and
+    /// report.html); exits non-zero if it is invalid.
+    Check {
+        /// The run's directory (holds history.jsonl, final.json and check-config.json).
+        dir: PathBuf,
+    },
     /// Render report.html of a stored run again.
     Report {
         /// The run's directory (holds history.jsonl and results.json).
@@ -132,6 +138,14 @@ fn main() -> anyhow::Result<()> {
             }
             if invalid > 0 {
                 bail!("{invalid} of {test_count} tests invalid or not run");
+            }
+            Ok(())
+        }
+        Command::Check { dir } => {
+            let results = run::recheck(&dir)?;
+            print!("{}", run::summary("check", &dir, &results));
+            if !results.valid {
+                bail!("{} is invalid", dir.display());
             }
             Ok(())
         }

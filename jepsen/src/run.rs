@@ -121,6 +121,10 @@ async fn drive(
 
     std::fs::write(dir.join("history.jsonl"), to_jsonl(&history))?;
     std::fs::write(dir.join("final.json"), serde_json::to_string(&final_state)?)?;
+    std::fs::write(
+        dir.join("check-config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let results_json = serde_json::to_value(&results)?;
     std::fs::write(
         dir.join("results.json"),
@@ -204,4 +208,29 @@ pub(crate) fn summary(name: &str, dir: &Path, results: &Results) -> String {
         dir.join("report.html").display()
     ));
     out
+}
+
+/// Checks a stored run again (after a checker changed): rewrites its `results.json` and
+/// `report.html` from `history.jsonl`, `final.json` and `check-config.json`.
+pub(crate) fn recheck(dir: &Path) -> anyhow::Result<Results> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .map_err(|e| anyhow::anyhow!("read {}/{name}: {e}", dir.display()))
+    };
+    let history =
+        crate::history::parse_jsonl(&read("history.jsonl")?).map_err(anyhow::Error::msg)?;
+    let final_state: FinalState = serde_json::from_str(&read("final.json")?)?;
+    let config: CheckConfig = serde_json::from_str(&read("check-config.json")?)?;
+    let results = check_all(&history, &final_state, &config);
+    let results_json = serde_json::to_value(&results)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results_json)?,
+    )?;
+    let title = format!("Quorumlog run {}", dir.display());
+    std::fs::write(
+        dir.join("report.html"),
+        render_html(&title, &history, &results_json),
+    )?;
+    Ok(results)
 }

@@ -87,8 +87,9 @@ pub(crate) struct FinalState {
     pub(crate) nodes: BTreeMap<u64, NodeFinal>,
 }
 
-/// What the checkers need to know about the cluster under test.
-#[derive(Debug, Clone)]
+/// What the checkers need to know about the cluster under test (stored with each run as
+/// `check-config.json`, so that `quorumlog-jepsen check DIR` can check it again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CheckConfig {
     /// The log's Ed25519 public key.
     pub(crate) log_public_key: [u8; 32],
