@@ -347,7 +347,8 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_certificates_and_malformed_messages_are_rejected() {
-    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    // Node 4 has a certificate of this cluster's CA but is no member.
+    let mut c = Cluster::init(3, 1, |s| s.to_string());
     for id in 1..=3 {
         c.start(id);
     }
@@ -385,6 +386,33 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     let mut admin = pb::admin_client::AdminClient::new(foreign);
     assert!(admin.status(pb::StatusRequest {}).await.is_err());
+
+    // A certified node that is no member (never added, or removed) may not vote or
+    // append: with a higher term, its vote would have made the target step up its term.
+    let out = std::process::Command::new(support::BIN)
+        .args(["new-node", "--id", "4", "--dir"])
+        .arg(&c.path)
+        .args(["--base-port", &c.base_port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vote = quorumlog_raft::types::msg::VoteRequest::new(
+        quorumlog_raft::types::Vote::new(term + 5, 4),
+        None,
+    );
+    let e = c
+        .raft_client(4, target)
+        .vote(pb::Payload {
+            data: postcard::to_allocvec(&vote).unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not a member"), "{e:?}");
 
     // A real cluster certificate claiming to be another node is refused.
     let as_other = (1..=3).find(|&i| i != target && i != leader).unwrap();

@@ -374,6 +374,15 @@ impl NodeHandle {
         voter
     }
 
+    /// Whether Raft messages from node `sender` are taken: it is in this node's
+    /// membership, or this node is not (see `network::server`).
+    pub fn accepts_raft_from(&self, sender: NodeId) -> bool {
+        let metrics = self.0.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        membership.get_node(&self.0.id).is_none() || membership.get_node(&sender).is_some()
+    }
+
     /// This node's status.
     pub fn status(&self) -> NodeStatus {
         let m = self.0.raft.metrics().borrow_watched().clone();

@@ -44,6 +44,26 @@ impl RaftService {
     pub fn new(node: NodeHandle) -> RaftService {
         RaftService { node }
     }
+
+    /// The sender's certificate names node `claimed`, and `claimed` is a member.
+    fn check_sender<T>(&self, req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
+        check_peer(req, claimed)?;
+        member_check(&self.node, claimed)
+    }
+}
+
+/// Raft traffic only from members of this node's membership (voters and learners, in
+/// every configuration of a change in progress): a removed node's certificate stays valid,
+/// but its votes and appends are refused. A node that is not in its own membership (new,
+/// waiting to be added; or removed) accepts any certified node, or it could never join.
+fn member_check(node: &NodeHandle, sender: NodeId) -> Result<(), Status> {
+    if node.accepts_raft_from(sender) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "node {sender} is not a member of this cluster"
+        )))
+    }
 }
 
 type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -61,7 +81,7 @@ impl raft_server::Raft for RaftService {
             from = rpc.vote.leader_id.node_id,
             entries = rpc.entries.len()
         );
-        check_peer(&req, rpc.vote.leader_id.node_id)?;
+        self.check_sender(&req, rpc.vote.leader_id.node_id)?;
         let resp = self
             .node
             .raft()
@@ -87,6 +107,7 @@ impl raft_server::Raft for RaftService {
         let rejected = Arc::new(Mutex::new(None::<Status>));
         let peer_req = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
         let (r2, c2) = (rejected.clone(), certified.clone());
+        let node_for_check = self.node.clone();
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
             let checked = item
                 .map_err(|s| bad("append stream", s))
@@ -98,6 +119,7 @@ impl raft_server::Raft for RaftService {
                     let mut known = c2.lock().unwrap_or_else(|e| e.into_inner());
                     if *known != Some(sender) {
                         check_peer(&peer_req, sender)?;
+                        member_check(&node_for_check, sender)?;
                         *known = Some(sender);
                     }
                     Ok(rpc)
@@ -136,7 +158,7 @@ impl raft_server::Raft for RaftService {
     async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
         let rpc: VoteRequest = decode(&req.get_ref().data).map_err(|e| bad("vote request", e))?;
         tracing::debug!(from = rpc.vote.leader_id.node_id, vote = %rpc.vote, "vote request");
-        check_peer(&req, rpc.vote.leader_id.node_id)?;
+        self.check_sender(&req, rpc.vote.leader_id.node_id)?;
         let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
         reply(&resp)
     }
@@ -147,7 +169,7 @@ impl raft_server::Raft for RaftService {
     ) -> Result<Response<pb::Payload>, Status> {
         let rpc: TransferLeaderRequest =
             decode(&req.get_ref().data).map_err(|e| bad("transfer request", e))?;
-        check_peer(&req, rpc.from_leader().leader_id.node_id)?;
+        self.check_sender(&req, rpc.from_leader().leader_id.node_id)?;
         let resp = self
             .node
             .raft()
@@ -175,7 +197,7 @@ impl raft_server::Raft for RaftService {
         };
         let vote: Vote = decode(&header.vote).map_err(|e| bad("snapshot vote", e))?;
         let meta: SnapshotMeta = decode(&header.meta).map_err(|e| bad("snapshot meta", e))?;
-        check_peer(&peer_req, vote.leader_id.node_id)?;
+        self.check_sender(&peer_req, vote.leader_id.node_id)?;
 
         let dir = self
             .node
