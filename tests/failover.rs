@@ -6,11 +6,10 @@ mod support;
 
 use quorumlog::status::Publishing;
 use quorumlog_raft::network::pb::{KeyDelivery, TransferLeaderRequest};
-use std::process::Command;
 use std::time::Duration;
 use support::load::{verify_run, Load};
 use support::sigsum::Http;
-use support::{fast_publish, Cluster, BIN};
+use support::{fast_publish, Cluster};
 
 /// A metric's value on node `id`.
 async fn metric(c: &Cluster, http: &Http, id: u64, name: &str) -> Option<u64> {
@@ -35,6 +34,16 @@ async fn published(c: &Cluster, http: &Http, id: u64) -> u64 {
     http.tree_head(&c.api_addr(id))
         .await
         .map_or(0, |h| h.head.size)
+}
+
+/// A started three-node cluster in custody `custody`, a client, and its leader.
+async fn running(custody: &str) -> (Cluster, Http, u64) {
+    let mut c = init(custody);
+    for id in 1..=3 {
+        c.start(id);
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    (c, Http::default(), leader)
 }
 
 fn init(custody: &str) -> Cluster {
@@ -155,17 +164,10 @@ async fn losing_the_key_holder_stops_publication_until_load_key() {
 
     // The operator loads the key into the new leader: publication resumes.
     let other = if leader == 2 { 3 } else { 2 };
-    let out = Command::new(BIN)
-        .args(["admin", "--config"])
-        .arg(c.config_path(other))
-        .args(["load-key", "--key-file"])
-        .arg(c.path.join("log.key"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "load-key: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let key_file = c.path.join("log.key");
+    c.admin_cli(
+        other,
+        &["load-key", "--key-file", key_file.to_str().unwrap()],
     );
     let acked_now = load.acked_len() as u64;
     c.wait_for("publication to resume", 30, || async {
@@ -238,12 +240,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn file_custody_transfers_move_no_key_and_failover_publishes() {
-    let mut c = init("file");
-    for id in 1..=3 {
-        c.start(id);
-    }
-    let http = Http::default();
-    let leader = c.leader(&[1, 2, 3]).await;
+    let (mut c, http, leader) = running("file").await;
     c.wait_for("every node to hold the key", 20, || async {
         key_holders(&c, &http, &[1, 2, 3]).await.len() == 3
     })
@@ -318,28 +315,13 @@ async fn rolling_restart_script_keeps_the_log_accepting_leaves() {
 /// a wiped node re-added under its old address served size 0 after size 1588).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_node_serves_no_tree_head() {
-    let mut c = init("file");
-    for id in 1..=3 {
-        c.start(id);
-    }
-    let http = Http::default();
-    let leader = c.leader(&[1, 2, 3]).await;
+    let (c, http, leader) = running("file").await;
     let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
     c.wait_for("the victim to serve a head", 30, || async {
         http.tree_head(&c.api_addr(victim)).await.is_some()
     })
     .await;
-    let out = Command::new(BIN)
-        .args(["admin", "--config"])
-        .arg(c.config_path(leader))
-        .args(["remove-node", "--id", &victim.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.admin_cli(leader, &["remove-node", "--id", &victim.to_string()]);
     c.wait_for("the removed node to stop serving its head", 30, || async {
         http.get(&c.api_addr(victim), "get-tree-head")
             .await
@@ -357,12 +339,7 @@ async fn a_removed_node_serves_no_tree_head() {
 /// head than before the kill, and a wiped node replaying the log served size 0).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_serves_no_head_until_it_has_caught_up() {
-    let mut c = init("file");
-    for id in 1..=3 {
-        c.start(id);
-    }
-    let http = Http::default();
-    let leader = c.leader(&[1, 2, 3]).await;
+    let (mut c, http, leader) = running("file").await;
     let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
     let others: Vec<u64> = (1..=3).filter(|&k| k != victim).collect();
     c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
@@ -425,12 +402,7 @@ async fn a_restarted_node_serves_no_head_until_it_has_caught_up() {
 /// it hears from a leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
-    let mut c = init("file");
-    for id in 1..=3 {
-        c.start(id);
-    }
-    let http = Http::default();
-    let leader = c.leader(&[1, 2, 3]).await;
+    let (c, http, leader) = running("file").await;
     let lone = (1..=3).find(|&k| k != leader).unwrap();
     c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
         .await;
@@ -468,12 +440,7 @@ async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
 /// file when it restarts (before, it did, and two nodes held the key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
-    let mut c = init("handoff");
-    for id in 1..=3 {
-        c.start(id);
-    }
-    let http = Http::default();
-    let leader = c.leader(&[1, 2, 3]).await;
+    let (mut c, http, leader) = running("handoff").await;
     if leader != 1 {
         c.admin(leader)
             .transfer_leader(TransferLeaderRequest { to: 1 })

@@ -114,17 +114,7 @@ async fn concurrent_proposals_converge_on_every_node() {
     // Planned leadership transfer through the CLI: the target leads, the log goes on.
     let current = c.leader(&[1, 2, 3]).await;
     let target = (1..=3).find(|&i| i != current).unwrap();
-    let out = std::process::Command::new(support::BIN)
-        .args(["admin", "--config"])
-        .arg(c.config_path(target))
-        .args(["transfer-leader", "--to", &target.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "transfer-leader: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.admin_cli(target, &["transfer-leader", "--to", &target.to_string()]);
     assert_eq!(c.leader(&[1, 2, 3]).await, target);
     c.propose_any(&[target, 1, 2, 3], &[leaf(1_000)]).await;
     c.wait_converged(&[1, 2, 3], 201).await;
@@ -250,17 +240,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     );
 
     // A brand-new node joins through the CLI, by snapshot, and becomes a voter.
-    let out = std::process::Command::new(support::BIN)
-        .args(["new-node", "--id", "4", "--dir"])
-        .arg(&c.path)
-        .args(["--base-port", &c.base_port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.new_node(4);
     c.edit_config(4, small_snapshots);
     c.start(4);
     let out = std::process::Command::new(support::BIN)
@@ -314,18 +294,8 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     assert_eq!(snaps, 1, "old snapshots were not cleaned up");
 
     // And the admin status command shows all four, as typed JSON.
-    let out = std::process::Command::new(support::BIN)
-        .args(["admin", "--config"])
-        .arg(c.config_path(1))
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let status: quorumlog::status::ClusterStatus = serde_json::from_slice(&out.stdout).unwrap();
+    let status: quorumlog::status::ClusterStatus =
+        serde_json::from_str(&c.admin_cli(1, &["status", "--json"])).unwrap();
     assert_eq!(status.members.len(), 4, "{status:?}");
     let reports: Vec<_> = status
         .members
@@ -389,17 +359,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
 
     // A certified node that is no member (never added, or removed) may not vote or
     // append: with a higher term, its vote would have made the target step up its term.
-    let out = std::process::Command::new(support::BIN)
-        .args(["new-node", "--id", "4", "--dir"])
-        .arg(&c.path)
-        .args(["--base-port", &c.base_port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.new_node(4);
     let vote = quorumlog_raft::types::msg::VoteRequest::new(
         quorumlog_raft::types::Vote::new(term + 5, 4),
         None,

@@ -203,6 +203,36 @@ impl Handle {
         quorumlog::sigsum::crypto::PublicKey(k)
     }
 
+    /// Runs `quorumlog ARGS`; panics with its error output if it fails; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "quorumlog {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `quorumlog admin --config <node id's config> ARGS`, as [`Handle::cli`].
+    pub fn admin_cli(&self, id: u64, args: &[&str]) -> String {
+        let config = self.config_path(id);
+        let mut all = vec!["admin", "--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.cli(&all)
+    }
+
+    /// `quorumlog new-node`: certificate and configuration for node `id` of this cluster.
+    pub fn new_node(&self, id: u64) {
+        let (id, dir, base) = (
+            id.to_string(),
+            self.path.to_str().unwrap().to_string(),
+            self.base_port.to_string(),
+        );
+        self.cli(&["new-node", "--id", &id, "--dir", &dir, "--base-port", &base]);
+    }
+
     pub fn config_path(&self, id: u64) -> PathBuf {
         self.path.as_path().join(format!("node{id}/config.toml"))
     }
