@@ -48,15 +48,27 @@ impl Cluster {
     /// Creates and starts a cluster and waits until every node serves a cosigned head.
     pub(crate) fn up(spec: ClusterSpec) -> anyhow::Result<Cluster> {
         let id = format!("{}-{}", std::process::id(), spec.slot);
-        let c = Cluster {
-            dir: std::env::temp_dir().join(format!("quorumlog-jepsen-{id}")),
-            project: format!("qlj-{id}"),
-            base_port: free_base(24_000 + 100 * (spec.slot % 50)),
-            subnet: format!("172.28.{}", 100 + spec.slot % 100),
-            spec,
-        };
-        c.script(&["up"]).context("cluster/docker.sh up")?;
-        Ok(c)
+        // Another suite running on the machine may hold the subnet this slot maps to
+        // (Docker: "Pool overlaps with other one"): move on to another one.
+        const ATTEMPTS: u16 = 8;
+        for attempt in 0..ATTEMPTS {
+            let c = Cluster {
+                dir: std::env::temp_dir().join(format!("quorumlog-jepsen-{id}")),
+                project: format!("qlj-{id}"),
+                base_port: free_base(24_000 + 100 * (spec.slot % 50)),
+                subnet: format!("172.28.{}", 100 + (spec.slot + 13 * attempt) % 100),
+                spec: spec.clone(),
+            };
+            match c.script(&["up"]) {
+                Ok(_) => return Ok(c),
+                Err(e) if e.to_string().contains("Pool overlaps") && attempt + 1 < ATTEMPTS => {
+                    eprintln!("jepsen: subnet {}.0/24 is taken; trying another", c.subnet);
+                    // Dropping `c` resets what the failed start left.
+                }
+                Err(e) => return Err(e.context("cluster/docker.sh up")),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     fn script(&self, args: &[&str]) -> anyhow::Result<String> {
