@@ -584,44 +584,31 @@ mod tests {
         assert_eq!(fs::read(tmp.path().join("in/db/EMPTY")).unwrap(), b"");
 
         // A file cut short, a file altered, a file missing, a file not listed.
-        let tmp = tempfile::tempdir().unwrap();
-        let mut rx = incoming(tmp.path());
-        let mut manifest = send_all(files, &mut rx);
-        manifest.get_mut("000001.sst").unwrap().size += 1;
-        assert!(matches!(
-            rx.finish(&manifest),
-            Err(ReceiveError::Mismatch(_))
-        ));
-        let tmp = tempfile::tempdir().unwrap();
-        let mut rx = incoming(tmp.path());
-        let mut manifest = send_all(files, &mut rx);
-        manifest.get_mut("CURRENT").unwrap().sha256[0] ^= 1;
-        assert!(matches!(
-            rx.finish(&manifest),
-            Err(ReceiveError::Mismatch(_))
-        ));
-        let tmp = tempfile::tempdir().unwrap();
-        let mut rx = incoming(tmp.path());
-        let mut manifest = send_all(&files[..2], &mut rx);
-        manifest.insert(
-            "EMPTY".into(),
-            ManifestEntry {
-                size: 0,
-                sha256: Sha256::digest(b"").into(),
-            },
-        );
-        assert!(matches!(
-            rx.finish(&manifest),
-            Err(ReceiveError::Mismatch(_))
-        ));
-        let tmp = tempfile::tempdir().unwrap();
-        let mut rx = incoming(tmp.path());
-        let mut manifest = send_all(files, &mut rx);
-        manifest.remove("EMPTY");
-        assert!(matches!(
-            rx.finish(&manifest),
-            Err(ReceiveError::Mismatch(_))
-        ));
+        let refused = |sent: &[(&str, &[u8])],
+                       edit: &dyn Fn(&mut BTreeMap<String, ManifestEntry>)| {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut rx = incoming(tmp.path());
+            let mut manifest = send_all(sent, &mut rx);
+            edit(&mut manifest);
+            matches!(rx.finish(&manifest), Err(ReceiveError::Mismatch(_)))
+        };
+        assert!(refused(files, &|m| m
+            .get_mut("000001.sst")
+            .unwrap()
+            .size += 1));
+        assert!(refused(files, &|m| m.get_mut("CURRENT").unwrap().sha256[0] ^= 1));
+        assert!(refused(&files[..2], &|m| {
+            m.insert(
+                "EMPTY".into(),
+                ManifestEntry {
+                    size: 0,
+                    sha256: Sha256::digest(b"").into(),
+                },
+            );
+        }));
+        assert!(refused(files, &|m| {
+            m.remove("EMPTY");
+        }));
     }
 
     #[test]

@@ -179,19 +179,24 @@ impl<T> WriteDeadline<T> {
         }
     }
 
-    /// Called when a write could not proceed: arms the deadline, or fails past it.
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+    /// Passes a write's or flush's result through: progress disarms the deadline; a write
+    /// that cannot proceed arms it, or fails once it has passed.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
         let limit = self.limit;
         let sleep = self
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         if sleep.as_mut().poll(cx).is_ready() {
-            return Err(io::Error::new(
+            return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "client did not read its response in time",
-            ));
+            )));
         }
-        Ok(())
+        Poll::Pending
     }
 }
 
@@ -211,29 +216,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => {
-                self.check(cx)?;
-                Poll::Pending
-            }
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Pending => {
-                self.check(cx)?;
-                Poll::Pending
-            }
-            ready => {
-                self.stalled = None;
-                ready
-            }
-        }
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, r)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

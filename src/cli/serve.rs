@@ -81,7 +81,7 @@ fn setup(cfg: &NodeConfig) -> anyhow::Result<Setup> {
         (Some(f), Custody::File) => Some(LogSigner::load(&cfg.path(f), &log_key)?),
         // In custody `handoff` the file is optional: only the node that starts with the key
         // has it (and may delete it once loaded).
-        (Some(_), Custody::Handoff) if KeySlot::handed_off(&handed_off) => {
+        (Some(_), Custody::Handoff) if handed_off.exists() => {
             tracing::info!(
                 marker = %handed_off.display(),
                 "this node handed the signing key on; its key file is not loaded (load-key gives it back)"

@@ -64,11 +64,6 @@ impl KeySlot {
         self
     }
 
-    /// Whether the marker of [`KeySlot::with_handed_off_marker`] is set at `path`.
-    pub fn handed_off(path: &std::path::Path) -> bool {
-        path.exists()
-    }
-
     fn mark_handed_off(&self) {
         if let Some(marker) = &self.handed_off_marker {
             let note = b"the signing key was handed to another node; this node's key file is not loaded at start\n";
