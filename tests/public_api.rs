@@ -706,13 +706,21 @@ async fn submit_tokens_and_rate_limits() {
 /// The status line of a GET sent from `from` (another loopback address than the slow
 /// clients', so that the per-address connection cap does not apply to it).
 async fn get_from(from: &str, addr: &str, path: &str) -> String {
+    send_from(
+        from,
+        addr,
+        format!("GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// The status line of the answer to `request`, sent from `from` as [`get_from`] does.
+async fn send_from(from: &str, addr: &str, request: String) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut s = socket.connect(addr.parse().unwrap()).await.unwrap();
-    s.write_all(format!("GET /{path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out)).await;
     out.lines().next().unwrap_or_default().to_string()
@@ -774,6 +782,17 @@ async fn slow_and_excess_clients_are_bounded() {
             "a read while bodies trickle: {status}"
         );
     }
+    // Writes too: the trickling bodies hold none of the two write permits.
+    let body = Submitter::new(3).request(1).to_ascii();
+    let request = format!(
+        "POST /add-leaf HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let status = send_from("127.0.0.2", &addr, request).await;
+    assert!(
+        status.contains("200"),
+        "a write while bodies trickle: {status}"
+    );
     // One connection more from the same address is closed without an answer.
     let extra = TcpStream::connect(&addr).await.unwrap();
     let out = read_all(extra)
