@@ -265,7 +265,14 @@ rolling_replace() {
     if [ "$leader" = "$k" ]; then
       local to=$((k % NODES + 1))
       log "n$k leads: moving leadership to n$to"
-      admin "n$k" transfer-leader --to "$to" >&2 || die "transfer to n$to failed"
+      # Under load the target can be a step behind when the transfer starts, and the
+      # transfer then times out: it may still complete late, or a second try succeeds.
+      local tries=0
+      until admin "n$k" transfer-leader --to "$to" >&2 || [ "$(leader_id)" = "$to" ]; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 3 ] || die "transfer to n$to failed"
+        log "transfer to n$to did not complete; trying again"
+      done
       leader=$to
     fi
     target=$(node_field "$leader" committed_index)
