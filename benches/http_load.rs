@@ -48,7 +48,7 @@ const KEYS: u64 = 4;
 /// Leaves in the tree for the inclusion-proof scenarios.
 const PROOF_TREE: u64 = 1_000_000;
 /// Leaves per admin `Propose` while filling the tree.
-const FILL_BATCH: u64 = 1024;
+const FILL_BATCH: u64 = 128;
 /// Concurrent `Propose` calls while filling the tree.
 const FILL_PROPOSERS: u64 = 8;
 /// Closed-loop clients of the inclusion-proof scenarios.
@@ -328,10 +328,13 @@ async fn fill(c: &Cluster, leader: u64, target: u64) -> Vec<Hash> {
                     return retries;
                 }
                 let first = base + b * FILL_BATCH;
-                let batch: Vec<_> = (first..first + FILL_BATCH).map(leaf).collect();
-                while let Err(e) = h.propose(leader, &batch).await {
+                let batch: Vec<u64> = (first..first + FILL_BATCH).collect();
+                let mut tries = 0;
+                // add-leaf is idempotent: a batch is sent again whole until all answer 200.
+                while let Err(e) = h.add(leader, &batch).await {
                     retries += 1;
-                    assert!(retries < 20, "filling the tree: {e}");
+                    tries += 1;
+                    assert!(tries < 20, "filling the tree: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }

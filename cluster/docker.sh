@@ -7,6 +7,8 @@
 #   cluster/docker.sh status [--json]    containers, then the cluster status (typed JSON
 #                                        with --json: the structure of /status.json)
 #   cluster/docker.sh logs NODE          a node's log (NODE: n1, n2, n3 or 1, 2, 3; witness)
+#   cluster/docker.sh admin ARGS...      `quorumlog admin ARGS` as the operator, from the
+#                                        operator container (e.g. admin remove-node --id 3)
 #   cluster/docker.sh stop NODE | start NODE
 #   cluster/docker.sh rolling-restart    per node: move leadership away, replace the
 #                                        container, wait until it has caught up
@@ -150,7 +152,17 @@ create_cluster() {
     --witness "witness:$whex:http://witness:7100" >/dev/null ||
     die "init-cluster failed"
   cp "$DIR/cluster/log.key.pub" "$DIR/secrets/witness/log.key.pub"
+  # The operator container holds the operator certificate and every node's config (for
+  # addresses and the CA), and none of the nodes' keys.
+  local op="$DIR/secrets/operator"
+  mkdir -p "$op"
+  cp -p "$DIR/cluster/ca.pem" "$DIR/cluster/policy" "$op/"
+  cp -rp "$DIR/cluster/operator" "$op/"
   local k s
+  for k in $(seq "$NODES"); do
+    mkdir -p "$op/node$k"
+    cp -p "$DIR/cluster/node$k/config.toml" "$op/node$k/"
+  done
   for k in $(seq "$NODES"); do
     sed -i \
       -e "s/^snapshot_every_entries = .*/snapshot_every_entries = ${QUORUMLOG_SNAPSHOT_EVERY:-10000}/" \
@@ -182,10 +194,13 @@ start_service() {
   fi
 }
 
+# `quorumlog admin` in the operator container, entering the cluster through the given node
+# (the operator certificate authenticates; nodes hold no operator key).
 admin() { # node service, admin arguments...
   local svc=$1
   shift
-  docker exec "$(container "$svc")" quorumlog admin \
+  if ! is_running operator; then start_service operator; fi
+  docker exec "$(container operator)" quorumlog admin \
     --config "/etc/quorumlog/node${svc#n}/config.toml" "$@"
 }
 
@@ -232,6 +247,7 @@ up() {
   check_ports
   create_cluster
   start_service witness
+  start_service operator
   local k
   for k in $(seq "$NODES"); do start_service "n$k"; done
   log "waiting for a cosigned tree head on every node"
@@ -312,6 +328,9 @@ upgrade() {
   # Recorded first: a node started after an interrupted upgrade gets the new image.
   echo "$image" >"$DIR/image"
   export QL_IMAGE="$image"
+  # The operator's tools come from the new binary too.
+  compose rm -f -s operator >&2
+  start_service operator
   rolling_replace "$image"
   log "upgrade to $image done"
 }
@@ -369,10 +388,15 @@ case "$cmd" in
     leader=$(leader_id) || die "no leader known"
     admin "n$leader" transfer-leader --to "${2#n}"
     ;;
+  admin)
+    check_docker
+    k=$(leader_id 2>/dev/null) || k=1
+    admin "n$k" "$@"
+    ;;
   down) down ;;
   reset) reset ;;
   *)
-    echo "usage: $0 up|status [--json]|logs NODE|stop NODE|start NODE|rolling-restart|upgrade|transfer-leader --to ID|down|reset" >&2
+    echo "usage: $0 up|status [--json]|logs NODE|stop NODE|start NODE|rolling-restart|upgrade|transfer-leader --to ID|admin ARGS...|down|reset" >&2
     exit 2
     ;;
 esac

@@ -15,8 +15,12 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quorumlog-target}"
 
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
+
+# Every fuzz target for a few seconds from its committed corpus (long runs: docs/security.md).
+./fuzz/run.sh smoke 15
 
 # A short fault run of every nemesis family against fresh Docker clusters (about a minute
 # of faults each); any invalid verdict fails the command. Runs are stored in jepsen/store/.

@@ -275,16 +275,25 @@ impl NodeConfig {
             path: p.clone(),
             source,
         })?;
-        let mut c: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: p.clone(),
-            source: Box::new(e),
-        })?;
-        c.base_dir = path
+        let base_dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        c.check()
-            .map_err(|reason| ConfigError::Invalid { path: p, reason })?;
+        NodeConfig::parse(&text, &p, base_dir)
+    }
+
+    /// Parses and checks config text; `path` names it in errors, relative paths in it are
+    /// relative to `base_dir`.
+    pub fn parse(text: &str, path: &str, base_dir: PathBuf) -> Result<NodeConfig, ConfigError> {
+        let mut c: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            source: Box::new(e),
+        })?;
+        c.base_dir = base_dir;
+        c.check().map_err(|reason| ConfigError::Invalid {
+            path: path.to_string(),
+            reason,
+        })?;
         Ok(c)
     }
 

@@ -43,9 +43,11 @@ fn init_cluster_writes_secrets_owner_only_and_never_overwrites() {
         "node1/node.key",
         "node2/node.key",
         "node3/node.key",
+        "operator/operator.key",
     ] {
         assert_eq!(mode(&dir.path().join(secret)), 0o600, "{secret}");
     }
+    assert_eq!(mode(&dir.path().join("operator")), 0o700);
     for public in [
         "ca.pem",
         "log.pub",
@@ -83,6 +85,96 @@ fn init_cluster_writes_secrets_owner_only_and_never_overwrites() {
         text.contains("add-node --id 4 --raft-addr 127.0.0.1:9110"),
         "{text}"
     );
+    // No node certificate may carry a role's name.
+    let (ok, text) = run(&[
+        "new-node",
+        "--dir",
+        d,
+        "--id",
+        "5",
+        "--host",
+        "operator.quorumlog",
+    ]);
+    assert!(!ok && text.contains("reserved"), "{text}");
+}
+
+/// Seconds-from-now test of a certificate's end date, by openssl (not our own code).
+fn expires_within(cert: &std::path::Path, secs: u64) -> bool {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", &secs.to_string(), "-in"])
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    // -checkend exits 1 when the certificate expires within `secs`.
+    !out.status.success()
+}
+
+#[test]
+fn certificates_expire_in_years_not_decades_and_renew_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, text) = run(&[
+        "init-cluster",
+        "--nodes",
+        "2",
+        "--dir",
+        d,
+        "--base-port",
+        "9150",
+    ]);
+    assert!(ok, "{text}");
+    const YEAR: u64 = 365 * 86_400;
+    for cert in ["node1/node.pem", "operator/operator.pem"] {
+        let p = dir.path().join(cert);
+        assert!(!expires_within(&p, YEAR), "{cert} expires within a year");
+        assert!(
+            expires_within(&p, 3 * YEAR),
+            "{cert} is valid for more than 3 years"
+        );
+    }
+    assert!(expires_within(&dir.path().join("ca.pem"), 11 * YEAR));
+
+    let read = |f: &str| std::fs::read(dir.path().join(f)).unwrap();
+    let (old_cert, old_key) = (read("node2/node.pem"), read("node2/node.key"));
+    let (ok, text) = run(&["renew-cert", "--dir", d, "--node", "2"]);
+    assert!(ok, "{text}");
+    assert_ne!(read("node2/node.pem"), old_cert);
+    assert_ne!(read("node2/node.key"), old_key);
+    assert_eq!(mode(&dir.path().join("node2/node.key")), 0o600);
+    assert!(!dir.path().join("node2/node.key.new").exists());
+    // The renewed certificate still names the node and its host, so peers accept it.
+    let text = String::from_utf8(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(dir.path().join("node2/node.pem"))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains("DNS:node-2.quorumlog") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+
+    let old_op = read("operator/operator.key");
+    let (ok, text) = run(&["renew-cert", "--dir", d]);
+    assert!(ok, "{text}");
+    assert_ne!(read("operator/operator.key"), old_op);
+    assert_eq!(mode(&dir.path().join("operator/operator.key")), 0o600);
+
+    let (ok, text) = run(&["renew-cert", "--dir", d, "--node", "7"]);
+    assert!(!ok && text.contains("node7"), "{text}");
+    let (ok, text) = run(&[
+        "renew-cert",
+        "--dir",
+        d,
+        "--node",
+        "1",
+        "--host",
+        "node-2.quorumlog",
+    ]);
+    assert!(!ok && text.contains("reserved"), "{text}");
 }
 
 #[test]

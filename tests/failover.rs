@@ -5,7 +5,9 @@
 mod support;
 
 use quorumlog::status::Publishing;
-use quorumlog_raft::network::pb::{KeyDelivery, TransferLeaderRequest};
+use quorumlog_raft::network::pb::{
+    AddNodeRequest, KeyDelivery, RemoveNodeRequest, TransferLeaderRequest,
+};
 use std::time::Duration;
 use support::load::{verify_run, Load};
 use support::sigsum::Http;
@@ -79,7 +81,7 @@ async fn twenty_transfers_under_load_move_the_key_and_lose_nothing() {
         })
         .await;
         let reply = c
-            .admin(from)
+            .operator(from)
             .transfer_leader(TransferLeaderRequest { to })
             .await
             .unwrap_or_else(|e| panic!("transfer {i} from {from} to {to}: {}", e.message()));
@@ -203,7 +205,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     let leader = c.leader(&[1, 2, 3]).await;
     // Not a voter: refused with a clear reason.
     let e = c
-        .admin(leader)
+        .operator(leader)
         .transfer_leader(TransferLeaderRequest { to: 9 })
         .await
         .unwrap_err();
@@ -216,14 +218,66 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     let ch = quorumlog_raft::network::client::connect_lazy(&foreign, leader, &c.raft_addr(leader))
         .unwrap();
     let mut client = quorumlog_raft::network::pb::admin_client::AdminClient::new(ch);
-    let mut req = tonic::Request::new(KeyDelivery { key: vec![1; 32] });
-    req.set_timeout(Duration::from_secs(5));
-    assert!(client.deliver_key(req).await.is_err());
+    let delivery = |key: Vec<u8>, from: u64, to: u64| {
+        let mut req = tonic::Request::new(KeyDelivery { key, from, to });
+        req.set_timeout(Duration::from_secs(5));
+        req
+    };
+    assert!(client
+        .deliver_key(delivery(vec![1; 32], 1, leader))
+        .await
+        .is_err());
 
-    // A member delivering the wrong key is refused and the holder keeps the right one.
-    let mut req = tonic::Request::new(KeyDelivery { key: vec![1; 32] });
-    req.set_timeout(Duration::from_secs(5));
-    let e = c.admin(leader).deliver_key(req).await.unwrap_err();
+    // A member that is not the leader may not make the key holder forget the key (before,
+    // any certificate of the cluster could), nor hand it a key; neither may a node's own
+    // certificate, addressed as if from the leader.
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    for (as_node, from) in [(follower, follower), (leader, leader)] {
+        let e = c
+            .admin(as_node)
+            .deliver_key(delivery(Vec::new(), from, leader))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    }
+    // Certificate and claimed sender must agree.
+    let e = c
+        .admin(follower)
+        .deliver_key(delivery(Vec::new(), leader, leader))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // Membership and leadership need the operator: a node's certificate is refused.
+    let e = c
+        .admin(follower)
+        .transfer_leader(TransferLeaderRequest { to: follower })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("operator certificate"), "{e:?}");
+    let e = c
+        .admin(follower)
+        .remove_node(RemoveNodeRequest { id: leader })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = c
+        .admin(follower)
+        .add_node(AddNodeRequest {
+            id: 9,
+            raft_addr: "127.0.0.1:1".into(),
+            api_addr: "127.0.0.1:1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    // The operator delivering the wrong key is refused and the holder keeps the right one.
+    let e = c
+        .operator(leader)
+        .deliver_key(delivery(vec![1; 32], 0, leader))
+        .await
+        .unwrap_err();
     assert!(
         e.message().contains("not this log's key"),
         "{}",
@@ -246,7 +300,7 @@ async fn file_custody_transfers_move_no_key_and_failover_publishes() {
     })
     .await;
     let to = leader % 3 + 1;
-    c.admin(leader)
+    c.operator(leader)
         .transfer_leader(TransferLeaderRequest { to })
         .await
         .unwrap();
@@ -342,18 +396,13 @@ async fn a_restarted_node_serves_no_head_until_it_has_caught_up() {
     let (mut c, http, leader) = running("file").await;
     let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
     let others: Vec<u64> = (1..=3).filter(|&k| k != victim).collect();
-    c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
-        .await;
+    c.add_any(&[1, 2, 3], &[1, 2]).await;
     c.wait_for("the victim to serve a head of size 2", 30, || async {
         published(&c, &http, victim).await >= 2
     })
     .await;
     c.kill(victim);
-    c.propose_any(
-        &others,
-        &[support::leaf(3), support::leaf(4), support::leaf(5)],
-    )
-    .await;
+    c.add_any(&others, &[3, 4, 5]).await;
     c.wait_for("the cluster to publish size 5", 30, || async {
         published(&c, &http, leader).await >= 5
     })
@@ -404,8 +453,7 @@ async fn a_restarted_node_serves_no_head_until_it_has_caught_up() {
 async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
     let (c, http, leader) = running("file").await;
     let lone = (1..=3).find(|&k| k != leader).unwrap();
-    c.propose_any(&[1, 2, 3], &[support::leaf(1), support::leaf(2)])
-        .await;
+    c.add_any(&[1, 2, 3], &[1, 2]).await;
     c.wait_for("the follower to serve a head of size 2", 30, || async {
         published(&c, &http, lone).await >= 2
     })
@@ -442,7 +490,7 @@ async fn a_follower_cut_off_from_the_leader_serves_no_stale_head() {
 async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
     let (mut c, http, leader) = running("handoff").await;
     if leader != 1 {
-        c.admin(leader)
+        c.operator(leader)
             .transfer_leader(TransferLeaderRequest { to: 1 })
             .await
             .unwrap();
@@ -452,7 +500,7 @@ async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
         key_holders(&c, &http, &[1, 2, 3]).await == vec![1]
     })
     .await;
-    c.admin(1)
+    c.operator(1)
         .transfer_leader(TransferLeaderRequest { to: 2 })
         .await
         .unwrap();
@@ -474,9 +522,11 @@ async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
     let key = std::fs::read_to_string(c.path.join("log.key")).unwrap();
     let mut req = tonic::Request::new(KeyDelivery {
         key: hex::decode(key.trim()).unwrap(),
+        from: 0,
+        to: 1,
     });
     req.set_timeout(Duration::from_secs(5));
-    c.admin(1).deliver_key(req).await.unwrap();
+    c.operator(1).deliver_key(req).await.unwrap();
     assert!(!marker_anywhere(&c.node_dir(1)));
 }
 

@@ -14,7 +14,7 @@ use quorumlog::sigsum::crypto::{PublicKey, Signature};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use support::sigsum::Http;
-use support::{fast_publish, leaf, Cluster};
+use support::{fast_publish, Cluster};
 
 /// What the hostile witness answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,9 +146,9 @@ async fn no_witness_answer_stops_publication() {
     // every hostile answer in turn.
     for mode in [0, usize::MAX] {
         witness.mode.store(mode, Ordering::SeqCst);
-        let leaves: Vec<_> = (next_leaf..next_leaf + 3).map(leaf).collect();
+        let leaves: Vec<u64> = (next_leaf..next_leaf + 3).collect();
         next_leaf += 3;
-        c.propose_any(&[1, 2, 3], &leaves).await;
+        c.add_any(&[1, 2, 3], &leaves).await;
         let asked = witness.requests.load(Ordering::SeqCst);
         let head = c
             .wait_until(

@@ -4,8 +4,10 @@
 
 mod support;
 
+use quorumlog::merkle::Hash;
+use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog_raft::network::pb::{self, snapshot_chunk, SnapshotChunk};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{leaf, Cluster};
@@ -50,28 +52,11 @@ async fn concurrent_proposals_converge_on_every_node() {
     for id in 1..=3 {
         c.start(id);
     }
-    // A follower refuses and names the leader. (Retried: right after start a follower may
-    // briefly see a new term before it hears from the leader again.)
-    let leader = c
-        .wait_until(
-            || "a follower refusing and naming the leader".to_string(),
-            30,
-            || async {
-                let leader = c.leader(&[1, 2, 3]).await;
-                let follower = (1..=3).find(|&i| i != leader).unwrap();
-                let err = c.propose(follower, &[leaf(0)]).await.err()?;
-                assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-                let named: u64 = err
-                    .metadata()
-                    .get("quorumlog-leader-id")?
-                    .to_str()
-                    .ok()?
-                    .parse()
-                    .ok()?;
-                (named == leader).then_some(leader)
-            },
-        )
-        .await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    // A follower takes a submission and forwards it to the leader.
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.add_any(&[follower], &[100_000]).await;
+    c.wait_converged(&[1, 2, 3], 1).await;
 
     let before = c.status(1).await.unwrap().last_log_index.unwrap();
     let c = Arc::new(c);
@@ -79,29 +64,38 @@ async fn concurrent_proposals_converge_on_every_node() {
     for n in 0..200u64 {
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            (n, c.propose_any(&[leader, 1, 2, 3], &[leaf(n)]).await)
+            c.add_any(&[leader, 1, 2, 3], &[n]).await
         }));
     }
-    let mut index_of = BTreeMap::new();
     for t in tasks {
-        let (n, ix) = t.await.unwrap();
-        assert_eq!(ix.len(), 1);
-        index_of.insert(n, ix[0]);
+        t.await.unwrap();
     }
-    let distinct: BTreeSet<u64> = index_of.values().copied().collect();
-    assert_eq!(
-        distinct,
-        (0..200).collect(),
-        "every leaf gets its own index"
-    );
-
-    // Re-submitting a leaf is idempotent: it keeps its index and the tree does not grow.
-    assert_eq!(
-        c.propose_any(&[1, 2, 3], &[leaf(17)]).await,
-        vec![index_of[&17]]
-    );
-
-    let converged = c.wait_converged(&[1, 2, 3], 200).await;
+    // Every leaf got its own index: 200 distinct leaves, a tree of 201.
+    let converged = c.wait_converged(&[1, 2, 3], 201).await;
+    // Leaves are served up to the published size.
+    let http = support::sigsum::Http::default();
+    let served = c
+        .wait_until(
+            || "the leader to serve 201 leaves".to_string(),
+            30,
+            || async {
+                let a = http
+                    .get(&c.api_addr(leader), "get-leaves/0/201")
+                    .await
+                    .ok()?;
+                (a.status == 200 && a.body.lines().count() == 201).then_some(a)
+            },
+        )
+        .await;
+    let hashes: BTreeSet<Hash> = parse_leaves(served.body.as_bytes())
+        .unwrap()
+        .iter()
+        .map(|l| l.leaf_hash())
+        .collect();
+    assert_eq!(hashes.len(), 201, "every leaf gets its own index");
+    assert!((0..200).all(|n| hashes.contains(&leaf(n).leaf_hash())));
+    // Re-submitting a leaf is idempotent: it is acknowledged and the tree does not grow.
+    c.add_any(&[1, 2, 3], &[17]).await;
     assert!(converged.root_hash.is_some(), "{converged:?}");
     // Group commit: 200 concurrent single-leaf proposals took far fewer Raft entries.
     let after = c.status(1).await.unwrap().last_log_index.unwrap();
@@ -116,8 +110,8 @@ async fn concurrent_proposals_converge_on_every_node() {
     let target = (1..=3).find(|&i| i != current).unwrap();
     c.admin_cli(target, &["transfer-leader", "--to", &target.to_string()]);
     assert_eq!(c.leader(&[1, 2, 3]).await, target);
-    c.propose_any(&[target, 1, 2, 3], &[leaf(1_000)]).await;
-    c.wait_converged(&[1, 2, 3], 201).await;
+    c.add_any(&[target, 1, 2, 3], &[1_000]).await;
+    c.wait_converged(&[1, 2, 3], 202).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,9 +133,9 @@ async fn killing_the_leader_loses_no_acknowledged_leaf() {
             let mut n = w * 1_000_000;
             let mut via = 1;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let batch: Vec<_> = (n..n + 8).map(leaf).collect();
+                let batch: Vec<u64> = (n..n + 8).collect();
                 let cluster = { c.lock().unwrap().handle() };
-                match cluster.propose(via, &batch).await {
+                match cluster.add(via, &batch).await {
                     Ok(_) => {
                         acked.lock().unwrap().extend(n..n + 8);
                         n += 8;
@@ -216,7 +210,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     // 60 entries: three snapshots' worth, and the log before them purged.
     let running: Vec<u64> = (1..=3).filter(|&i| i != lagging).collect();
     for n in 0..60u64 {
-        c.propose_any(&running, &[leaf(n), leaf(1000 + n)]).await;
+        c.add_any(&running, &[n, 1000 + n]).await;
     }
     c.wait_for("the running nodes to snapshot and purge", 30, || async {
         for &id in &running {
@@ -277,7 +271,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
     );
 
     // The cluster keeps committing with the new voter.
-    c.propose_any(&[1, 2, 3, 4], &[leaf(5000)]).await;
+    c.add_any(&[1, 2, 3, 4], &[5000]).await;
     c.wait_converged(&[1, 2, 3, 4], 121).await;
 
     // Old snapshots are deleted as new ones are taken: one remains.
@@ -324,7 +318,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     }
     let leader = c.leader(&[1, 2, 3]).await;
     let target = (1..=3).find(|&i| i != leader).unwrap();
-    c.propose_any(&[leader, 1, 2, 3], &[leaf(1)]).await;
+    c.add_any(&[leader, 1, 2, 3], &[1]).await;
     let term = c.status(target).await.unwrap().term;
 
     // Certificates from another cluster's CA: the TLS handshake fails for every RPC.
@@ -373,6 +367,23 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("not a member"), "{e:?}");
+    // Nor hand the leader a submission to commit (before, any certificate could), and a
+    // member's certificate cannot forward in another member's name.
+    let forward = |from: u64| pb::ForwardRequest {
+        request: Vec::new(),
+        from,
+    };
+    let e = pb::admin_client::AdminClient::new(c.channel(4, leader))
+        .forward(forward(4))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not a member"), "{e:?}");
+    let e = pb::admin_client::AdminClient::new(c.channel(target, leader))
+        .forward(forward(leader))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     // A real cluster certificate claiming to be another node is refused.
     let as_other = (1..=3).find(|&i| i != target && i != leader).unwrap();
@@ -500,35 +511,13 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
         .await;
     let leftovers = incoming_dirs(&c.node_dir(target));
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    // A batch that is not whole leaves is refused by the application, not applied.
-    let mut admin = c.admin(leader);
-    let r = admin
-        .propose(pb::ProposeRequest {
-            command: vec![0; 100],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let outcome =
-        quorumlog::replicated::decode_result(&quorumlog_raft::types::CommandResult(r.result))
-            .unwrap();
-    assert!(
-        matches!(outcome, quorumlog::replicated::ApplyOutcome::Invalid(_)),
-        "{outcome:?}"
-    );
-
-    // A proposal larger than one Raft entry may carry is refused, not replicated.
-    let big: Vec<_> = (10_000..12_000).map(leaf).collect();
-    let e = c.propose_any_err(&[1, 2, 3], &big).await;
-    assert!(e.message().contains("at most 1024"), "{e:?}");
-
     // The node is alive, its term unchanged, and the cluster still commits.
     let s = c.status(target).await.unwrap();
     assert_eq!(
         s.term, term,
         "the forged and malformed messages changed the term"
     );
-    c.propose_any(&[1, 2, 3], &[leaf(2)]).await;
+    c.add_any(&[1, 2, 3], &[2]).await;
     c.wait_converged(&[1, 2, 3], 2).await;
 }
 

@@ -1,6 +1,6 @@
 //! The cluster under test: the three-node Docker cluster of `cluster/docker.sh`, brought up
 //! fresh for each test and reset afterwards. The suite reaches it only as clients and
-//! operators do: the published HTTP ports, `quorumlog admin` inside a node container,
+//! operators do: the published HTTP ports, `quorumlog admin` in the operator container,
 //! `docker`, and `iptables` run in a node's network namespace.
 
 use anyhow::{anyhow, bail, Context};
@@ -157,7 +157,8 @@ impl Cluster {
         .map(|_| ())
     }
 
-    /// `quorumlog admin ARGS` inside node `k`'s container (with that node's certificate).
+    /// `quorumlog admin ARGS` as the operator (from the operator container), entering
+    /// the cluster through node `k`.
     pub(crate) fn admin(&self, k: u64, args: &[&str]) -> anyhow::Result<String> {
         let config = format!("/etc/quorumlog/node{k}/config.toml");
         // Bounded: a command stuck on a paused node must not stall the nemesis.
@@ -166,7 +167,7 @@ impl Cluster {
                 "60",
                 "docker",
                 "exec",
-                &self.container(k),
+                &format!("{}-operator", self.project),
                 "quorumlog",
                 "admin",
             ])

@@ -18,7 +18,20 @@ pub mod state_machine;
 pub mod types;
 
 pub use node::{
-    ForwardFn, KeyFn, Node, NodeHandle, NodeOptions, ProposeFn, StartError, TransferHooks,
-    WriteError,
+    ForwardFn, KeyFn, Node, NodeHandle, NodeOptions, StartError, TransferHooks, WriteError,
 };
 pub use state_machine::Application;
+
+/// Entry points for `fuzz/` (built with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// The decoding the gRPC server applies to a Raft payload.
+    pub fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
+        crate::log_store::decode(b)
+    }
+
+    /// The encoding the gRPC client applies.
+    pub fn encode<T: serde::Serialize>(v: &T) -> std::io::Result<Vec<u8>> {
+        crate::log_store::encode(v)
+    }
+}

@@ -58,10 +58,6 @@ pub enum StartError {
     Server(String),
 }
 
-/// A proposal path the application installs (e.g. group commit) for the admin `Propose`.
-pub type ProposeFn =
-    Arc<dyn Fn(Command) -> BoxFuture<'static, Result<CommandResult, WriteError>> + Send + Sync>;
-
 /// The application's handler for requests followers forward to the leader: request bytes
 /// in, reply bytes out (both encoded by the application).
 pub type ForwardFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
@@ -109,7 +105,6 @@ struct NodeInner {
     id: NodeId,
     raft: Raft,
     sm: StateMachine,
-    proposer: OnceLock<ProposeFn>,
     forwarder: OnceLock<ForwardFn>,
     key_handler: OnceLock<KeyFn>,
     transfer_hooks: OnceLock<TransferHooks>,
@@ -163,11 +158,6 @@ impl NodeHandle {
         &self.0.raft
     }
 
-    /// Installs the application's proposal path used by the admin `Propose` call.
-    pub fn set_proposer(&self, p: ProposeFn) {
-        let _ = self.0.proposer.set(p);
-    }
-
     /// Installs the handler for requests forwarded by followers (the admin `Forward` call).
     pub fn set_forward_handler(&self, f: ForwardFn) {
         let _ = self.0.forwarder.set(f);
@@ -207,7 +197,11 @@ impl NodeHandle {
             .channel(to, &peer.raft_addr)
             .map_err(WriteError::Rejected)?;
         let mut client = crate::network::pb::admin_client::AdminClient::new(channel);
-        let mut req = tonic::Request::new(crate::network::pb::KeyDelivery { key });
+        let mut req = tonic::Request::new(crate::network::pb::KeyDelivery {
+            key,
+            from: self.0.id,
+            to,
+        });
         req.set_timeout(Duration::from_secs(5));
         client
             .deliver_key(req)
@@ -232,7 +226,10 @@ impl NodeHandle {
         let mut client = crate::network::pb::admin_client::AdminClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut req = tonic::Request::new(crate::network::pb::ForwardRequest { request });
+        let mut req = tonic::Request::new(crate::network::pb::ForwardRequest {
+            request,
+            from: self.0.id,
+        });
         req.set_timeout(FORWARD_TIMEOUT);
         match client.forward(req).await {
             Ok(r) => Ok(r.into_inner().reply),
@@ -322,10 +319,6 @@ impl NodeHandle {
 
     pub(crate) fn state_machine(&self) -> &StateMachine {
         &self.0.sm
-    }
-
-    pub(crate) fn proposer(&self) -> Option<ProposeFn> {
-        self.0.proposer.get().cloned()
     }
 
     /// Replicates one command; returns the application's result once it is committed and
@@ -686,7 +679,6 @@ impl Node {
             id: opts.id,
             raft: raft.clone(),
             sm,
-            proposer: OnceLock::new(),
             forwarder: OnceLock::new(),
             key_handler: OnceLock::new(),
             transfer_hooks: OnceLock::new(),

@@ -1,5 +1,7 @@
-//! The cluster's certificates: a CA, and one certificate per node that names the node
-//! (`node-<id>.quorumlog`), used for mutual TLS on every node-to-node connection.
+//! The cluster's certificates: a CA; one certificate per node that names the node
+//! (`node-<id>.quorumlog`), used for mutual TLS on every node-to-node connection; and
+//! operator certificates (`operator.quorumlog`, client only), the one role allowed to
+//! change membership, move leadership and load the signing key.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -17,6 +19,9 @@ pub enum PkiError {
     /// rcgen refused the parameters or key.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
+    /// A host name in the certificate namespace of roles.
+    #[error("host {0:?}: names under .quorumlog are reserved for roles")]
+    ReservedName(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -30,6 +35,24 @@ pub enum PkiError {
 /// The DNS name a node's certificate carries and peers verify.
 pub fn node_name(id: u64) -> String {
     format!("node-{id}.quorumlog")
+}
+
+/// The name an operator certificate carries. No node certificate may carry it.
+pub const OPERATOR_NAME: &str = "operator.quorumlog";
+
+/// How long a node or operator certificate is valid. Short enough that a lost key does not
+/// stay usable for decades, long enough for a yearly renewal (`quorumlog renew-cert`).
+pub const CERT_VALIDITY_DAYS: i64 = 2 * 365;
+
+/// How long the cluster CA is valid; renewing it means re-issuing every certificate.
+pub const CA_VALIDITY_DAYS: i64 = 10 * 365;
+
+/// `not_before`..`not_after` for a certificate issued now, valid for `days`. The start is
+/// an hour back so a peer whose clock is a little behind accepts it at once.
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
 }
 
 /// A CA certificate and its private key, PEM-encoded.
@@ -57,14 +80,15 @@ fn ca_params() -> CertificateParams {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
     params
 }
 
 /// Creates a new cluster CA.
 pub fn new_ca() -> Result<CaFiles, PkiError> {
     let key = KeyPair::generate()?;
-    let cert = ca_params().self_signed(&key)?;
+    let mut params = ca_params();
+    validity(&mut params, CA_VALIDITY_DAYS);
+    let cert = params.self_signed(&key)?;
     Ok(CaFiles {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -75,8 +99,13 @@ pub fn new_ca() -> Result<CaFiles, PkiError> {
 /// the name `node-<id>.quorumlog`; `host`, if given, is added as a further name (DNS name
 /// or IP address) so the certificate also names where the node runs.
 pub fn new_node(ca: &CaFiles, id: u64, host: Option<&str>) -> Result<NodeFiles, PkiError> {
-    let ca_key = KeyPair::from_pem(&ca.key_pem)?;
-    let issuer = Issuer::new(ca_params(), ca_key);
+    let own = node_name(id);
+    if let Some(h) = host.filter(|h| h.to_ascii_lowercase().ends_with(".quorumlog") && *h != own) {
+        // A node certificate naming `operator.quorumlog` (or another node) would carry
+        // that role.
+        return Err(PkiError::ReservedName(h.to_string()));
+    }
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca.key_pem)?);
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![node_name(id)])?;
     let mut dn = DistinguishedName::new();
@@ -96,7 +125,25 @@ pub fn new_node(ca: &CaFiles, id: u64, host: Option<&str>) -> Result<NodeFiles, 
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.not_after = rcgen::date_time_ymd(2100, 1, 1);
+    validity(&mut params, CERT_VALIDITY_DAYS);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(NodeFiles {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Issues an operator certificate: TLS client only, naming [`OPERATOR_NAME`].
+pub fn new_operator(ca: &CaFiles) -> Result<NodeFiles, PkiError> {
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca.key_pem)?);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(vec![OPERATOR_NAME.to_string()])?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, OPERATOR_NAME);
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, CERT_VALIDITY_DAYS);
     let cert = params.signed_by(&key, &issuer)?;
     Ok(NodeFiles {
         cert_pem: cert.pem(),
@@ -108,6 +155,23 @@ pub fn new_node(ca: &CaFiles, id: u64, host: Option<&str>) -> Result<NodeFiles, 
 /// no secret is ever silently replaced.
 pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
     write_new(path, contents, 0o600)
+}
+
+/// Replaces `path` atomically with a new file of `mode` (a renewed certificate or key):
+/// written and fsynced beside it, then renamed over it, then the directory is fsynced.
+pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("new");
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, contents, mode)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    fs::File::open(parent.unwrap_or(Path::new(".")))
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 /// Writes a public file (certificate, config), failing if it already exists.

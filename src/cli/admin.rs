@@ -1,5 +1,5 @@
 //! `admin`: status, membership and leadership operations over the admin gRPC service,
-//! authenticated with the certificate of the node whose config is given.
+//! authenticated with the operator certificate (or, for the status alone, a node's).
 
 use crate::config::NodeConfig;
 use crate::sigsum::policy::Policy;
@@ -194,10 +194,32 @@ async fn status_of(tls: &TlsFiles, id: u64, addr: &str) -> Result<NodeStatus, St
     }
 }
 
+/// The certificate admin calls present: the operator's if there is one (`--operator`, or
+/// the `operator` directory beside the node directories), otherwise the node's own.
+fn identity(cfg: &NodeConfig, config: &Path, operator: Option<&Path>) -> anyhow::Result<TlsFiles> {
+    let beside = config
+        .parent()
+        .and_then(Path::parent)
+        .map(|cluster| cluster.join("operator"))
+        .filter(|d| d.join("operator.pem").exists());
+    match operator.map(Path::to_path_buf).or(beside) {
+        Some(dir) => Ok(TlsFiles::load(
+            &cfg.path(&cfg.tls.ca_cert),
+            &dir.join("operator.pem"),
+            &dir.join("operator.key"),
+        )?),
+        None => Ok(cfg.tls_files()?),
+    }
+}
+
 /// Runs one admin command.
-pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn admin(
+    config: &Path,
+    operator: Option<&Path>,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     let cfg = NodeConfig::load(config)?;
-    let tls = cfg.tls_files()?;
+    let tls = identity(&cfg, config, operator)?;
     match command {
         AdminCommand::Status { json } => {
             let s = cluster_status(&cfg, &tls).await?;
@@ -259,6 +281,8 @@ pub async fn admin(config: &Path, command: AdminCommand) -> anyhow::Result<()> {
             let reply = connect_admin(&tls, target, &member.raft_addr)?
                 .deliver_key(with_timeout(KeyDelivery {
                     key: signer.seed().to_vec(),
+                    from: 0,
+                    to: target,
                 }))
                 .await
                 .map_err(|s| anyhow!("node {target}: {}", s.message()))?;

@@ -76,6 +76,13 @@ impl Layout {
         if let Some(h) = bad {
             bail!("bad host name {h:?}: expected a host name or IP address");
         }
+        let all = match &self.hosts {
+            Hosts::Shared(h) | Hosts::Own(h) => std::slice::from_ref(h),
+            Hosts::PerNode(hs) => hs.as_slice(),
+        };
+        if let Some(h) = all.iter().find(|h| reserved_host(h)) {
+            bail!("host name {h:?} is reserved: names under .quorumlog belong to roles");
+        }
         if let Some(d) = self.data_dir.as_ref().filter(|d| !d.is_absolute()) {
             bail!("--data-dir {} must be an absolute path", d.display());
         }
@@ -247,6 +254,8 @@ pub fn init_cluster(
     pki::write_public(&dir.join("ca.pem"), ca.cert_pem.as_bytes())?;
     pki::write_secret(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
 
+    write_operator(dir, &ca)?;
+
     let log_key = LogSigner::generate();
     let public: PublicKey = log_key.public_key();
     let public_hex = hex::encode(public.0);
@@ -268,10 +277,100 @@ pub fn init_cluster(
     println!("cluster of {nodes} nodes written to {}", dir.display());
     println!("log public key: {public_hex}");
     println!("policy: {}", dir.join("policy").display());
+    println!(
+        "operator certificate (for `quorumlog admin`): {}",
+        dir.join("operator").display()
+    );
     for c in configs {
         println!("node config: {}", c.display());
     }
     Ok(())
+}
+
+/// Writes the operator's certificate and key into `<dir>/operator` (mode 0700).
+fn write_operator(dir: &Path, ca: &CaFiles) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let op = dir.join("operator");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&op)
+        .with_context(|| format!("create {}", op.display()))?;
+    let files = pki::new_operator(ca)?;
+    pki::write_public(&op.join("operator.pem"), files.cert_pem.as_bytes())?;
+    pki::write_secret(&op.join("operator.key"), files.key_pem.as_bytes())?;
+    Ok(())
+}
+
+/// The cluster CA of `dir`, key included.
+fn read_ca(dir: &Path) -> anyhow::Result<CaFiles> {
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name))
+            .with_context(|| format!("read {}", dir.join(name).display()))
+    };
+    Ok(CaFiles {
+        cert_pem: read("ca.pem")?,
+        key_pem: read("ca.key")?,
+    })
+}
+
+/// `renew-cert`: a new key and certificate for node `node` (its host from `host` or from
+/// its config) or, without a node, for the operator; the old files are replaced atomically.
+pub fn renew_cert(dir: &Path, node: Option<u64>, host: Option<String>) -> anyhow::Result<()> {
+    let ca = read_ca(dir)?;
+    let (files, cert, key) = match node {
+        Some(id) => {
+            let node_dir = dir.join(format!("node{id}"));
+            let cfg = NodeConfig::load(&node_dir.join("config.toml"))?;
+            let host = match host {
+                Some(h) => h,
+                None => addr_host(&cfg.node.raft_addr)
+                    .with_context(|| format!("no host in raft_addr {:?}", cfg.node.raft_addr))?,
+            };
+            if !valid_host(&host) {
+                bail!("invalid host {host:?}");
+            }
+            if reserved_host(&host) {
+                bail!("host name {host:?} is reserved: names under .quorumlog belong to roles");
+            }
+            let files = pki::new_node(&ca, id, Some(&host))?;
+            (files, cfg.path(&cfg.tls.cert), cfg.path(&cfg.tls.key))
+        }
+        None => {
+            if host.is_some() {
+                bail!("--host is for a node's certificate (with --node)");
+            }
+            let op = dir.join("operator");
+            if !op.is_dir() {
+                write_operator(dir, &ca)?;
+                println!("operator certificate written to {}", op.display());
+                return Ok(());
+            }
+            let files = pki::new_operator(&ca)?;
+            (files, op.join("operator.pem"), op.join("operator.key"))
+        }
+    };
+    // Key first: a certificate never names a key that is not there yet.
+    pki::replace_file(&key, files.key_pem.as_bytes(), 0o600)?;
+    pki::replace_file(&cert, files.cert_pem.as_bytes(), 0o644)?;
+    println!(
+        "new certificate {} (valid {} days) and key {}",
+        cert.display(),
+        pki::CERT_VALIDITY_DAYS,
+        key.display()
+    );
+    Ok(())
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+fn addr_host(addr: &str) -> Option<String> {
+    let (host, _port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Names under `.quorumlog` are what certificates of roles carry (nodes, the operator).
+fn reserved_host(h: &str) -> bool {
+    h.to_ascii_lowercase().ends_with(".quorumlog")
 }
 
 /// A host name or IP address without spaces, ports or paths.
@@ -287,21 +386,17 @@ pub fn new_node(dir: &Path, id: u64, layout: &Layout, custody: Custody) -> anyho
     if id == 0 {
         bail!("--id must be at least 1");
     }
-    let read = |name: &str| {
-        std::fs::read_to_string(dir.join(name))
-            .with_context(|| format!("read {}", dir.join(name).display()))
-    };
-    let ca = CaFiles {
-        cert_pem: read("ca.pem")?,
-        key_pem: read("ca.key")?,
-    };
-    let public_hex = read("log.pub")?.trim().to_string();
+    let ca = read_ca(dir)?;
+    let public_hex = std::fs::read_to_string(dir.join("log.pub"))
+        .with_context(|| format!("read {}", dir.join("log.pub").display()))?
+        .trim()
+        .to_string();
     layout.check()?;
     let cfg = node_config(id, layout, &public_hex, false, Vec::new(), custody)?;
     let path = write_node(dir, &ca, &cfg, layout.host(id)?)?;
     println!("node {id} config: {}", path.display());
     println!(
-        "start it with `quorumlog serve --config {}`, then add it with\n`quorumlog admin --config <a member's config> add-node --id {id} --raft-addr {} --api-addr {}`",
+        "start it with `quorumlog serve --config {}`, then add it with\n`quorumlog admin --config <a member's config> [--operator DIR] add-node --id {id} --raft-addr {} --api-addr {}`",
         path.display(),
         cfg.node.raft_addr,
         cfg.node.api_addr

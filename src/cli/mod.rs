@@ -98,6 +98,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "file")]
         custody: CustodyArg,
     },
+    /// Issue a new certificate and key for a node (`--node ID`) or for the operator (no
+    /// `--node`), replacing the old files; a node uses its new certificate once restarted.
+    RenewCert {
+        /// The cluster directory made by init-cluster (holds ca.pem and ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node whose certificate to renew; without it, the operator's.
+        #[arg(long)]
+        node: Option<u64>,
+        /// The node's host name or address, if its certificate should name one (default:
+        /// the host of the `raft_addr` in its config).
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// Run a one-node log for a first try. The first run writes keys, certificates and an
     /// embedded default configuration into DIR; later runs reuse them.
     Dev {
@@ -116,9 +130,15 @@ enum Command {
     },
     /// Operate a running cluster through the node of the given config.
     Admin {
-        /// A node's config.toml (its certificate authenticates the call).
+        /// A node's config.toml: where to connect first, the cluster CA, the log's key.
         #[arg(long)]
         config: PathBuf,
+        /// Directory with the operator certificate (operator.pem, operator.key), which
+        /// membership changes, leadership transfers and load-key need. Default: the
+        /// `operator` directory of the cluster directory the config is in, if there is
+        /// one; otherwise the node's own certificate, which may only read the status.
+        #[arg(long)]
+        operator: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -188,7 +208,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(serve::serve(&config))
         }
         Command::Serve { config } => runtime()?.block_on(serve::serve(&config)),
-        Command::Admin { config, command } => runtime()?.block_on(admin::admin(&config, command)),
+        Command::Admin {
+            config,
+            operator,
+            command,
+        } => runtime()?.block_on(admin::admin(&config, operator.as_deref(), command)),
+        Command::RenewCert { dir, node, host } => init_cluster::renew_cert(&dir, node, host),
     }
 }
 

@@ -13,37 +13,15 @@ use crate::metrics::Metrics;
 use crate::publish::custody::{Custody, KeySlot};
 use crate::publish::publisher::{self, PublishConfig};
 use crate::publish::signer::LogSigner;
-use crate::replicated::{
-    decode_leaves, encode_result, ApplyOutcome, GroupCommit, LeafState, ProposeError,
-};
+use crate::replicated::{GroupCommit, LeafState};
 use crate::sigsum::policy::Policy;
 use crate::status::StatusContext;
 use anyhow::Context;
-use quorumlog_raft::{Node, NodeOptions, ProposeFn, WriteError};
+use quorumlog_raft::{Node, NodeOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-/// The admin `Propose` path: decode the batch, then commit it through group commit.
-/// Only leaf batches are accepted; tree heads come from the publisher alone.
-fn propose_fn(gc: GroupCommit) -> ProposeFn {
-    Arc::new(move |command| {
-        let gc = gc.clone();
-        Box::pin(async move {
-            let leaves = match decode_leaves(&command) {
-                Ok(l) => l,
-                Err(e) => return Ok(encode_result(&ApplyOutcome::Invalid(e))),
-            };
-            match gc.propose(leaves).await {
-                Ok(ix) => Ok(encode_result(&ApplyOutcome::Indexes(ix))),
-                Err(ProposeError::Invalid(e)) => Ok(encode_result(&ApplyOutcome::Invalid(e))),
-                Err(ProposeError::Write(e)) => Err(e),
-                Err(ProposeError::Stopped) => Err(WriteError::Stopped("shutting down".into())),
-            }
-        })
-    })
-}
 
 /// Reads a static TXT table: `<name> <record>` per line (for tests and air-gapped setups).
 fn static_resolver(path: &Path) -> anyhow::Result<StaticResolver> {
@@ -159,7 +137,6 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let handle = node.handle().clone();
     let metrics = Arc::new(Metrics::default());
     let gc = GroupCommit::start(handle.clone(), cfg.batch_config(), metrics.clone());
-    handle.set_proposer(propose_fn(gc.clone()));
 
     let submitter = Arc::new(Submitter {
         node: handle.clone(),

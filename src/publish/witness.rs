@@ -725,3 +725,22 @@ mod tests {
         assert!(requests(&script).is_empty());
     }
 }
+
+/// Entry points for `fuzz/` (built with `--cfg fuzzing` only).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// What the publisher takes from an `add-checkpoint` answer: the size of a 409, and
+    /// the cosignature of a 200.
+    pub fn answer(
+        body: &[u8],
+        witness_key: &PublicKey,
+        checkpoint: &Checkpoint,
+    ) -> (Option<u64>, Option<Cosignature>) {
+        (
+            parse_size(body).ok(),
+            pick_cosignature(body, witness_key, checkpoint).ok(),
+        )
+    }
+}

@@ -10,15 +10,13 @@ pub mod load;
 pub mod script;
 pub mod sigsum;
 
-use quorumlog::merkle::{Hash, MerkleStore};
-use quorumlog::replicated::{decode_result, encode_leaves, ApplyOutcome};
-use quorumlog::sigsum::crypto::Signature;
+use quorumlog::merkle::MerkleStore;
 use quorumlog::sigsum::leaf::TreeLeaf;
 use quorumlog::status::NodeAppStatus;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::raft_client::RaftClient;
-use quorumlog_raft::network::pb::{NodeStatus, ProposeRequest, StatusRequest};
+use quorumlog_raft::network::pb::{NodeStatus, StatusRequest};
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -54,15 +52,14 @@ pub fn fast_publish(s: &str) -> String {
         .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
 }
 
-/// A leaf that is unique per `n` (signatures are not checked by the replication layer).
+/// The submitter of every leaf the tests add (`leaf(n)` and [`Handle::add`]).
+pub fn submitter() -> sigsum::Submitter {
+    sigsum::Submitter::new(0x51)
+}
+
+/// The leaf [`Handle::add`] puts in the tree for `n`.
 pub fn leaf(n: u64) -> TreeLeaf {
-    let mut checksum = [0u8; 32];
-    checksum[..8].copy_from_slice(&n.to_be_bytes());
-    TreeLeaf {
-        checksum: Hash(checksum),
-        signature: Signature([7; 64]),
-        key_hash: Hash([9; 32]),
-    }
+    submitter().leaf(n)
 }
 
 pub struct Cluster {
@@ -278,8 +275,30 @@ impl Handle {
             .clone()
     }
 
+    /// An admin client to node `to` authenticated as node `to` itself.
     pub fn admin(&self, to: u64) -> AdminClient<Channel> {
         AdminClient::new(self.channel(to, to))
+    }
+
+    /// An admin client to node `to` authenticated with the operator certificate.
+    pub fn operator(&self, to: u64) -> AdminClient<Channel> {
+        let mut cache = self.channels.lock().unwrap();
+        let ch = cache
+            .entry((0, to))
+            .or_insert_with(|| connect_lazy(&self.operator_tls(), to, &self.raft_addr(to)).unwrap())
+            .clone();
+        AdminClient::new(ch)
+    }
+
+    /// The operator's certificate and key, as init-cluster wrote them.
+    pub fn operator_tls(&self) -> TlsFiles {
+        let op = self.path.join("operator");
+        TlsFiles::load(
+            &self.path.join("ca.pem"),
+            &op.join("operator.pem"),
+            &op.join("operator.key"),
+        )
+        .unwrap()
     }
 
     pub fn raft_client(&self, as_node: u64, to: u64) -> RaftClient<Channel> {
@@ -355,55 +374,45 @@ impl Handle {
         .await
     }
 
-    /// Proposes leaves through node `via`'s admin service; their indexes once committed.
-    pub async fn propose(&self, via: u64, leaves: &[TreeLeaf]) -> Result<Vec<u64>, tonic::Status> {
-        let mut req = tonic::Request::new(ProposeRequest {
-            command: encode_leaves(leaves).0,
-        });
-        req.set_timeout(Duration::from_secs(10));
-        let r = self.admin(via).propose(req).await?.into_inner();
-        match decode_result(&quorumlog_raft::types::CommandResult(r.result)) {
-            Ok(ApplyOutcome::Indexes(ix)) => Ok(ix),
-            Ok(ApplyOutcome::HeadRecorded) => Err(tonic::Status::internal("not a leaf outcome")),
-            Ok(ApplyOutcome::Invalid(e)) | Err(e) => Err(tonic::Status::invalid_argument(e)),
+    /// Submits the leaves for `ns` through node `via`'s public API, concurrently, as
+    /// Sigsum clients do; `Ok` once every one answered 200 (committed by a quorum).
+    pub async fn add(&self, via: u64, ns: &[u64]) -> Result<(), String> {
+        let http = sigsum::Http::default();
+        let s = submitter();
+        let addr = self.api_addr(via);
+        let answers = futures::future::join_all(ns.iter().map(|&n| {
+            let body = s.request(n).to_ascii().into_bytes();
+            let (http, addr) = (&http, &addr);
+            async move { http.post(addr, "add-leaf", body, None).await }
+        }))
+        .await;
+        for a in answers {
+            match a {
+                Ok(a) if a.status == 200 => {}
+                Ok(a) => return Err(format!("node {via}: {} {}", a.status, a.body.trim())),
+                Err(e) => return Err(format!("node {via}: {e}")),
+            }
         }
+        Ok(())
     }
 
-    /// Proposes through whichever of `ids` leads, retrying while leadership settles.
-    pub async fn propose_any(&self, ids: &[u64], leaves: &[TreeLeaf]) -> Vec<u64> {
+    /// Submits through the first of `ids` that takes all of `ns`, retrying while
+    /// leadership settles (a 202 or 503 is retried, as clients do).
+    pub async fn add_any(&self, ids: &[u64], ns: &[u64]) {
         let last = std::sync::Mutex::new(String::new());
         self.wait_until(
             || {
                 format!(
-                    "a leader among {ids:?} to commit; last error {}",
+                    "nodes {ids:?} to commit leaves {ns:?}; last answer {}",
                     last.lock().unwrap()
                 )
             },
             30,
             || async {
                 for &id in ids {
-                    match self.propose(id, leaves).await {
-                        Ok(ix) => return Some(ix),
-                        Err(e) => *last.lock().unwrap() = e.to_string(),
-                    }
-                }
-                None
-            },
-        )
-        .await
-    }
-
-    /// The error the leader among `ids` gives for `leaves` (followers' redirects skipped).
-    pub async fn propose_any_err(&self, ids: &[u64], leaves: &[TreeLeaf]) -> tonic::Status {
-        self.wait_until(
-            || format!("a leader among {ids:?} to refuse the proposal"),
-            30,
-            || async {
-                for &id in ids {
-                    match self.propose(id, leaves).await {
-                        Ok(ix) => panic!("proposal accepted: {ix:?}"),
-                        Err(e) if e.code() == tonic::Code::FailedPrecondition => continue,
-                        Err(e) => return Some(e),
+                    match self.add(id, ns).await {
+                        Ok(()) => return Some(()),
+                        Err(e) => *last.lock().unwrap() = e,
                     }
                 }
                 None

@@ -3,17 +3,17 @@
 
 use super::pb::{
     self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply,
-    ForwardReply, ForwardRequest, KeyDelivery, NodeStatus, ProposeReply, ProposeRequest,
-    ReadIndexReply, ReadIndexRequest, RemoveNodeRequest, SnapshotChunk, StatusRequest,
+    ForwardReply, ForwardRequest, KeyDelivery, NodeStatus, ReadIndexReply, ReadIndexRequest,
+    RemoveNodeRequest, SnapshotChunk, StatusRequest,
 };
-use super::tls::check_peer;
+use super::tls::{check_peer, is_operator, require_operator};
 use crate::log_store::{decode, encode};
 use crate::node::{NodeHandle, WriteError};
 use crate::snapshot::{IncomingSnapshot, ManifestEntry, ReceiveError, SnapshotDir};
 use crate::types::msg::{
     AppendEntriesRequest, StreamAppendError, TransferLeaderRequest, VoteRequest,
 };
-use crate::types::{Command, NodeId, Peer, Snapshot, SnapshotMeta, Vote};
+use crate::types::{NodeId, Peer, Snapshot, SnapshotMeta, Vote};
 use futures::{Stream, StreamExt};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -293,6 +293,32 @@ impl AdminService {
     }
 }
 
+impl AdminService {
+    /// A key (or an order to forget it) is accepted from an operator, or from the node this
+    /// one sees as its leader, addressed to this node: what a leader's transfer hand-off
+    /// sends. Any other member could otherwise make the key holder forget the key.
+    fn key_sender_check(&self, req: &Request<KeyDelivery>) -> Result<(), Status> {
+        if is_operator(req)? {
+            return Ok(());
+        }
+        let KeyDelivery { from, to, .. } = *req.get_ref();
+        check_peer(req, from)?;
+        if to != self.node.id() {
+            return Err(Status::permission_denied(format!(
+                "a key delivery for node {to} reached node {}",
+                self.node.id()
+            )));
+        }
+        match self.node.leader() {
+            Some((leader, _)) if leader == from && from != to => Ok(()),
+            _ => Err(Status::permission_denied(format!(
+                "node {from} is not this node's leader: only the leader (handing over for a \
+                 transfer) or an operator may deliver the key"
+            ))),
+        }
+    }
+}
+
 fn not_leader(leader: Option<(NodeId, Option<Peer>)>) -> Status {
     let mut s = Status::failed_precondition(match &leader {
         Some((id, Some(p))) => {
@@ -327,6 +353,7 @@ impl Admin for AdminService {
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Result<Response<AdminReply>, Status> {
+        require_operator(&req, "adding a node")?;
         let r = req.into_inner();
         let peer = Peer {
             raft_addr: r.raft_addr,
@@ -340,6 +367,7 @@ impl Admin for AdminService {
         &self,
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<AdminReply>, Status> {
+        require_operator(&req, "removing a node")?;
         let msg = self
             .node
             .remove_node(req.into_inner().id)
@@ -352,6 +380,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<AdminReply>, Status> {
+        require_operator(&req, "moving leadership")?;
         let msg = self
             .node
             .transfer_leader(req.into_inner().to)
@@ -360,23 +389,13 @@ impl Admin for AdminService {
         Ok(Response::new(AdminReply { message: msg }))
     }
 
-    async fn propose(
-        &self,
-        req: Request<ProposeRequest>,
-    ) -> Result<Response<ProposeReply>, Status> {
-        let command = Command(req.into_inner().command);
-        let result = match self.node.proposer() {
-            Some(p) => p(command).await,
-            None => self.node.client_write(command).await,
-        }
-        .map_err(write_status)?;
-        Ok(Response::new(ProposeReply { result: result.0 }))
-    }
-
     async fn forward(
         &self,
         req: Request<ForwardRequest>,
     ) -> Result<Response<ForwardReply>, Status> {
+        let from = req.get_ref().from;
+        check_peer(&req, from)?;
+        member_check(&self.node, from)?;
         if !self.node.raft().is_leader() {
             return Err(not_leader(self.node.leader()));
         }
@@ -390,11 +409,12 @@ impl Admin for AdminService {
     }
 
     async fn deliver_key(&self, req: Request<KeyDelivery>) -> Result<Response<AdminReply>, Status> {
+        self.key_sender_check(&req)?;
         let Some(handler) = self.node.key_handler() else {
             return Err(Status::unimplemented("this node takes no key"));
         };
         // The key itself is never logged; only that a delivery happened.
-        tracing::info!("signing key delivery received");
+        tracing::info!(from = req.get_ref().from, "signing key delivery received");
         let message = handler(req.into_inner().key)
             .await
             .map_err(Status::failed_precondition)?;

@@ -1,8 +1,9 @@
 //! Mutual TLS for node-to-node gRPC: every node presents a certificate from the cluster CA,
 //! accepts only peers whose certificates chain to that CA, and checks that the certificate
-//! names the node a message claims to come from (`node-<id>.quorumlog`).
+//! names the node a message claims to come from (`node-<id>.quorumlog`), or the operator
+//! role (`operator.quorumlog`) for the calls only an operator may make.
 
-use crate::pki::node_name;
+use crate::pki::{node_name, OPERATOR_NAME};
 use crate::types::NodeId;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::path::Path;
@@ -62,8 +63,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Checks that the (already CA-verified) client certificate of `req` names node `claimed`.
-pub fn check_peer<T>(req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
+/// Whether the (already CA-verified) client certificate of `req` is valid for `name`.
+fn cert_names<T>(req: &Request<T>, name: &str) -> Result<bool, Status> {
     let certs = req
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
@@ -72,11 +73,35 @@ pub fn check_peer<T>(req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
         .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
     let cert = webpki::EndEntityCert::try_from(leaf)
         .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
-    let name = ServerName::try_from(node_name(claimed))
-        .map_err(|_| Status::invalid_argument("invalid node id"))?;
-    cert.verify_is_valid_for_subject_name(&name).map_err(|_| {
-        Status::permission_denied(format!(
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|_| Status::invalid_argument("invalid certificate name"))?;
+    Ok(cert.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
+/// Checks that the client certificate of `req` names node `claimed`.
+pub fn check_peer<T>(req: &Request<T>, claimed: NodeId) -> Result<(), Status> {
+    if cert_names(req, &node_name(claimed))? {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
             "client certificate does not belong to node {claimed}"
-        ))
-    })
+        )))
+    }
+}
+
+/// Whether the client certificate of `req` is an operator certificate.
+pub fn is_operator<T>(req: &Request<T>) -> Result<bool, Status> {
+    cert_names(req, OPERATOR_NAME)
+}
+
+/// Refuses `req` unless it comes with an operator certificate.
+pub fn require_operator<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
+    if is_operator(req)? {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{what} needs the operator certificate (init-cluster writes it to \
+             <cluster>/operator; `quorumlog admin --operator DIR`)"
+        )))
+    }
 }
