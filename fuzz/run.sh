@@ -58,11 +58,15 @@ run_target() {
     -artifact_prefix="$artifacts/" -print_final_stats=1 2>&1
 }
 
+SMOKE_TMP=""
+cleanup() { [ -z "$SMOKE_TMP" ] || rm -rf "$SMOKE_TMP"; }
+trap cleanup EXIT
+
 smoke() {
   local secs=${1:-15} t tmp out failed=0
   build
-  tmp=$(mktemp -d /var/tmp/quorumlog-fuzz.XXXXXX)
-  trap 'rm -rf "$tmp"' EXIT
+  SMOKE_TMP=$(mktemp -d /var/tmp/quorumlog-fuzz.XXXXXX)
+  tmp=$SMOKE_TMP
   for t in $(targets); do
     log "$t: ${secs}s"
     if ! out=$(run_target "$t" "$secs" "$tmp/$t" "$tmp/artifacts-$t" "corpus/$t"); then
