@@ -32,6 +32,9 @@
 #                             the fault suite uses less, so nodes catch up by snapshot)
 #   QUORUMLOG_SNAPSHOT_KEEP   [raft] keep_entries_after_snapshot of a new cluster
 #   QUORUMLOG_BIN             a quorumlog binary to use as is (no host setup, no build)
+#   QUORUMLOG_DATA_DIRS       a host directory holding n1, n2, n3: node k keeps its data
+#                             in DIR/nk (a bind mount) instead of a named volume. The
+#                             power-loss tests mount their file system there.
 #
 # compose 1.29 crashes when it recreates a container on a recent Engine, so this script
 # never asks it to: an existing container is started with `docker start`, and a container
@@ -60,6 +63,9 @@ container() { echo "$PROJECT-$1"; }
 export QL_PROJECT="$PROJECT" QL_SUBNET="$SUBNET" QL_SECRETS="$DIR/secrets"
 for k in $(seq "$NODES"); do
   export "QL_N${k}_API=$(api_port "$k")" "QL_N${k}_OPS=$(ops_port "$k")"
+  if [ -n "${QUORUMLOG_DATA_DIRS:-}" ]; then
+    export "QL_N${k}_DATA=$(realpath -m "$QUORUMLOG_DATA_DIRS/n$k")"
+  fi
 done
 [ -f "$DIR/image" ] && QL_IMAGE=$(cat "$DIR/image") && export QL_IMAGE
 [ -f "$DIR/base-image" ] && QL_BASE_IMAGE=$(cat "$DIR/base-image") && export QL_BASE_IMAGE
@@ -185,6 +191,18 @@ create_cluster() {
   log "created cluster in $DIR (custody $CUSTODY)"
 }
 
+# Bind-mounted data directories (QUORUMLOG_DATA_DIRS) must exist and belong to the
+# image's user, as a new named volume does.
+prepare_data_dirs() {
+  [ -n "${QUORUMLOG_DATA_DIRS:-}" ] || return 0
+  local k d
+  for k in $(seq "$NODES"); do
+    d="$QUORUMLOG_DATA_DIRS/n$k"
+    [ -d "$d" ] || die "QUORUMLOG_DATA_DIRS: $d is not a directory"
+    chown "$UID_IN_IMAGE:$UID_IN_IMAGE" "$d"
+  done
+}
+
 # Starts a service: its existing container if there is one, a new one otherwise.
 start_service() {
   if exists "$1"; then
@@ -246,6 +264,7 @@ up() {
   fi
   check_ports
   create_cluster
+  prepare_data_dirs
   start_service witness
   start_service operator
   local k

@@ -31,7 +31,7 @@ else
   # `cargo test` builds the suite's unit tests, not its executable (nor necessarily the
   # current server binary the node image is made from).
   cargo build --release --workspace --bins
-  for family in partition kill pause transfer membership mixed; do
+  for family in partition kill pause transfer membership power mixed; do
     "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis "$family" --time-limit 50
   done
 fi

@@ -21,6 +21,8 @@ pub(crate) struct ClusterSpec {
     pub(crate) custody: String,
     /// Distinguishes concurrent clusters (project name, ports, subnet).
     pub(crate) slot: u16,
+    /// Keep every node's data on a power-loss file system (`powerfs`) on the host.
+    pub(crate) power_fs: bool,
 }
 
 /// A running cluster; reset (containers, volumes, network, keys) when dropped.
@@ -30,6 +32,101 @@ pub(crate) struct Cluster {
     project: String,
     base_port: u16,
     subnet: String,
+    /// Declared last: dropped after `drop` has removed the containers using the mounts.
+    disks: Option<PowerDisks>,
+}
+
+/// The nodes' data directories as power-loss file systems: one `quorumlog-jepsen powerfs`
+/// daemon per node, its mount bind-mounted into the node's container. Unmounted and
+/// deleted when dropped.
+struct PowerDisks {
+    root: PathBuf,
+    daemons: Vec<std::process::Child>,
+}
+
+impl PowerDisks {
+    fn state(root: &Path, k: u64) -> PathBuf {
+        root.join(format!("state-n{k}"))
+    }
+
+    fn mountpoint(root: &Path, k: u64) -> PathBuf {
+        root.join("data").join(format!("n{k}"))
+    }
+
+    fn mount(root: PathBuf) -> anyhow::Result<PowerDisks> {
+        let exe = std::env::current_exe().context("this program's path")?;
+        let mut disks = PowerDisks {
+            root,
+            daemons: Vec::new(),
+        };
+        for k in 1..=NODES {
+            let (state, mnt) = (
+                Self::state(&disks.root, k),
+                Self::mountpoint(&disks.root, k),
+            );
+            std::fs::create_dir_all(&state)?;
+            std::fs::create_dir_all(&mnt)?;
+            let log = std::fs::File::create(disks.root.join(format!("powerfs-n{k}.log")))?;
+            let child = Command::new(&exe)
+                .args(["powerfs", "mount", "--state"])
+                .arg(&state)
+                .arg("--mountpoint")
+                .arg(&mnt)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("start the powerfs daemon")?;
+            disks.daemons.push(child);
+            wait_mounted(&mnt, std::time::Duration::from_secs(20))?;
+        }
+        Ok(disks)
+    }
+}
+
+/// Waits until `dir` is a mount point (its device differs from its parent's).
+fn wait_mounted(dir: &Path, limit: std::time::Duration) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let parent = dir
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent", dir.display()))?;
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let mounted = match (std::fs::metadata(dir), std::fs::metadata(parent)) {
+            (Ok(d), Ok(p)) => d.dev() != p.dev(),
+            _ => false,
+        };
+        if mounted {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("{} was not mounted within {limit:?}", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+impl Drop for PowerDisks {
+    fn drop(&mut self) {
+        for (i, child) in self.daemons.iter_mut().enumerate() {
+            let mnt = Self::mountpoint(&self.root, i as u64 + 1);
+            // SIGTERM makes the daemon unmount; a lazy unmount covers a daemon that died.
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if !matches!(child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = Command::new("umount").arg("-l").arg(&mnt).output();
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            eprintln!("cleanup of {} failed: {e}", self.root.display());
+        }
+    }
 }
 
 /// The first of nine free ports on 127.0.0.1, at or after `from`.
@@ -52,12 +149,19 @@ impl Cluster {
         // (Docker: "Pool overlaps with other one"): move on to another one.
         const ATTEMPTS: u16 = 8;
         for attempt in 0..ATTEMPTS {
+            let disks = if spec.power_fs {
+                let root = std::env::temp_dir().join(format!("quorumlog-powerfs-{id}"));
+                Some(PowerDisks::mount(root).context("power-loss file systems")?)
+            } else {
+                None
+            };
             let c = Cluster {
                 dir: std::env::temp_dir().join(format!("quorumlog-jepsen-{id}")),
                 project: format!("qlj-{id}"),
                 base_port: free_base(24_000 + 100 * (spec.slot % 50)),
                 subnet: format!("172.28.{}", 100 + (spec.slot + 13 * attempt) % 100),
                 spec: spec.clone(),
+                disks,
             };
             match c.script(&["up"]) {
                 Ok(_) => return Ok(c),
@@ -72,7 +176,11 @@ impl Cluster {
     }
 
     fn script(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new(self.spec.repo.join("cluster/docker.sh"))
+        let mut cmd = Command::new(self.spec.repo.join("cluster/docker.sh"));
+        if let Some(d) = &self.disks {
+            cmd.env("QUORUMLOG_DATA_DIRS", d.root.join("data"));
+        }
+        let out = cmd
             .args(args)
             .env("QUORUMLOG_BIN", &self.spec.bin)
             .env("QUORUMLOG_DOCKER_DIR", &self.dir)
@@ -181,9 +289,51 @@ impl Cluster {
         self.script(&["start", &format!("n{k}")]).map(|_| ())
     }
 
-    /// The named volume holding node `k`'s data.
-    pub(crate) fn volume(&self, k: u64) -> String {
-        format!("{}_n{k}-data", self.project)
+    /// Deletes node `k`'s data (its container must be removed first).
+    pub(crate) fn wipe_data(&self, k: u64) -> anyhow::Result<()> {
+        match &self.disks {
+            None => self
+                .docker(&["volume", "rm", &format!("{}_n{k}-data", self.project)])
+                .map(|_| ()),
+            Some(d) => {
+                let mnt = PowerDisks::mountpoint(&d.root, k);
+                for entry in std::fs::read_dir(&mnt)? {
+                    let path = entry?.path();
+                    if path.is_dir() {
+                        std::fs::remove_dir_all(&path)?;
+                    } else {
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Node `k`'s file system loses power: everything not yet fsynced is gone (kill the
+    /// node first: a power loss stops the machine too). What was dropped, as the
+    /// daemon reports it.
+    pub(crate) fn power_loss(&self, k: u64) -> anyhow::Result<String> {
+        let d = self
+            .disks
+            .as_ref()
+            .ok_or_else(|| anyhow!("this cluster has no power-loss file systems"))?;
+        let reply = crate::powerfs::control(&PowerDisks::state(&d.root, k), "power-loss")?;
+        Ok(reply.to_string())
+    }
+
+    /// Lines of node `k`'s container log (all its runs) that contain `needle`; 0 if the
+    /// log cannot be read.
+    pub(crate) fn log_count(&self, k: u64, needle: &str) -> usize {
+        Command::new("docker")
+            .args(["logs", &self.container(k)])
+            .output()
+            .map(|o| {
+                let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&o.stderr));
+                text.lines().filter(|l| l.contains(needle)).count()
+            })
+            .unwrap_or(0)
     }
 
     /// Saves every container's log into `dir`.

@@ -12,6 +12,7 @@ mod client;
 mod cluster;
 mod history;
 mod nemesis;
+mod powerfs;
 mod report;
 mod run;
 mod schedule;
@@ -33,7 +34,7 @@ struct Cli {
 enum Command {
     /// Run tests against fresh Docker clusters.
     Test {
-        /// Faults: families (partition, kill, pause, transfer, membership, mixed) or single
+        /// Faults: families (partition, kill, pause, transfer, membership, power, mixed) or single
         /// faults (partition-leader, kill-all, ...). Comma-separated items are injected
         /// together, one fault per item per cycle.
         #[arg(long, default_value = "mixed")]
@@ -71,6 +72,34 @@ enum Command {
     Report {
         /// The run's directory (holds history.jsonl and results.json).
         dir: PathBuf,
+    },
+    /// The power-loss file system (as root): a FUSE mount that forgets what was not fsynced.
+    Powerfs {
+        #[command(subcommand)]
+        command: PowerfsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PowerfsCommand {
+    /// Mount and serve in the foreground until SIGTERM/SIGINT, then unmount.
+    Mount {
+        /// The daemon's directory: `root/` holds the durable files, `control.sock` the
+        /// control socket.
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        mountpoint: PathBuf,
+    },
+    /// Lose power: roll the file system back to what was durable, print what was undone.
+    PowerLoss {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Print what a power loss would undo now.
+    Stats {
+        #[arg(long)]
+        state: PathBuf,
     },
 }
 
@@ -149,6 +178,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Powerfs { command } => match command {
+            PowerfsCommand::Mount { state, mountpoint } => powerfs::serve(&state, &mountpoint),
+            PowerfsCommand::PowerLoss { state } => {
+                println!("{}", powerfs::control(&state, "power-loss")?);
+                Ok(())
+            }
+            PowerfsCommand::Stats { state } => {
+                println!("{}", powerfs::control(&state, "stats")?);
+                Ok(())
+            }
+        },
         Command::Report { dir } => {
             let history = history::parse_jsonl(
                 &std::fs::read_to_string(dir.join("history.jsonl"))

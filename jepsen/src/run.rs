@@ -63,6 +63,7 @@ pub(crate) async fn run_test(spec: &TestSpec, slot: u16) -> anyhow::Result<(Path
         }
         .into(),
         slot,
+        power_fs: plan.needs_power_fs(),
     };
     let cluster = Arc::new(tokio::task::spawn_blocking(move || Cluster::up(cluster_spec)).await??);
     let result = drive(spec, &plan, cluster.clone(), &dir).await;

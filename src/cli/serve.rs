@@ -114,6 +114,11 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 /// Runs the node described by `config_path`.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     init_tracing();
+    #[cfg(feature = "unsafe-ack-before-fsync")]
+    tracing::error!(
+        "built with the planted fault unsafe-ack-before-fsync: acknowledged leaves can be \
+         lost at power loss; this binary is for the power-loss tests only"
+    );
     let cfg = NodeConfig::load(config_path)?;
     let setup = setup(&cfg)?;
     let tls = cfg.tls_files()?;
