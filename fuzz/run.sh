@@ -7,6 +7,8 @@
 #                                      README's test command.
 #   fuzz/run.sh run TARGET SECONDS     one target for a long run; new inputs go into
 #                                      fuzz/corpus/TARGET, a finding into fuzz/artifacts/
+#   fuzz/run.sh cmin [TARGET]          shrink a corpus (default: every one) to the inputs
+#                                      that add coverage; run before committing new inputs
 #   fuzz/run.sh list                   the targets
 #
 # The targets link the log's library and so RocksDB. Its C++ build takes 20 minutes, so
@@ -65,6 +67,11 @@ trap cleanup EXIT
 smoke() {
   local secs=${1:-15} t tmp out failed=0
   build
+  # A target without a committed corpus would start from nothing and libFuzzer would stop
+  # at the missing directory; say which one instead.
+  for t in $(targets); do
+    [ -n "$(ls -A "corpus/$t" 2>/dev/null)" ] || die "no committed corpus in fuzz/corpus/$t"
+  done
   SMOKE_TMP=$(mktemp -d /var/tmp/quorumlog-fuzz.XXXXXX)
   tmp=$SMOKE_TMP
   for t in $(targets); do
@@ -91,9 +98,18 @@ case "$cmd" in
     build
     run_target "$1" "$2" "corpus/$1" "artifacts/$1"
     ;;
+  cmin)
+    build
+    for t in ${1:-$(targets)}; do
+      before=$(find "corpus/$t" -type f | wc -l)
+      cargo fuzz cmin --release --debug-assertions --target-dir "$FUZZ_TARGET_DIR" "$t" \
+        "corpus/$t" >/dev/null 2>&1 || die "$t: cmin failed"
+      log "$t: $before -> $(find "corpus/$t" -type f | wc -l) inputs"
+    done
+    ;;
   list) targets ;;
   *)
-    echo "usage: $0 build | smoke [SECONDS] | run TARGET SECONDS | list" >&2
+    echo "usage: $0 build | smoke [SECONDS] | run TARGET SECONDS | cmin [TARGET] | list" >&2
     exit 2
     ;;
 esac
