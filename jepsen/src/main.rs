@@ -61,6 +61,10 @@ enum Command {
         /// build in $CARGO_TARGET_DIR or /var/tmp/quorumlog-target).
         #[arg(long)]
         bin: Option<PathBuf>,
+        /// For a planted fault: a test passes only if this checker (for example
+        /// `durability`) finds it invalid, and fails if the checkers miss the fault.
+        #[arg(long)]
+        expect_invalid: Option<String>,
     },
     /// Check a stored run again with this build's checkers (rewrites results.json and
     /// report.html); exits non-zero if it is invalid.
@@ -119,8 +123,17 @@ fn main() -> anyhow::Result<()> {
             test_count,
             store,
             bin,
+            expect_invalid,
         } => {
             nemesis::Plan::parse(&nemesis)?;
+            if let Some(name) = &expect_invalid {
+                if !check::CHECKERS.contains(&name.as_str()) {
+                    bail!(
+                        "--expect-invalid {name:?}: not a checker (one of {})",
+                        check::CHECKERS.join(", ")
+                    );
+                }
+            }
             if concurrency == 0 || rate <= 0.0 {
                 bail!("--concurrency and --rate must be positive");
             }
@@ -155,7 +168,19 @@ fn main() -> anyhow::Result<()> {
                 match rt.block_on(run::run_test(&spec, slot)) {
                     Ok((dir, results)) => {
                         print!("{}", run::summary(&nemesis, &dir, &results));
-                        if !results.valid {
+                        let passed = match &expect_invalid {
+                            None => results.valid,
+                            Some(name) => {
+                                let caught =
+                                    results.checks.iter().any(|c| &c.name == name && !c.valid);
+                                println!(
+                                    "{nemesis}: planted fault {} by {name}",
+                                    if caught { "caught" } else { "NOT caught" }
+                                );
+                                caught
+                            }
+                        };
+                        if !passed {
                             invalid += 1;
                         }
                     }
@@ -166,7 +191,12 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             if invalid > 0 {
-                bail!("{invalid} of {test_count} tests invalid or not run");
+                match &expect_invalid {
+                    None => bail!("{invalid} of {test_count} tests invalid or not run"),
+                    Some(name) => bail!(
+                        "{invalid} of {test_count} tests not found invalid by {name}, or not run"
+                    ),
+                }
             }
             Ok(())
         }

@@ -105,7 +105,7 @@ impl LogStore {
         tokio::task::spawn_blocking(move || {
             let cf = db.cf_handle(CF_META).ok_or_else(|| io_err("meta cf"))?;
             db.put_cf(cf, key, value).map_err(io_err)?;
-            db.flush_wal(true).map_err(io_err)
+            db.flush_wal(SYNC_LOG).map_err(io_err)
         })
         .await
         .map_err(io_err)?
@@ -141,9 +141,11 @@ impl LogStore {
     }
 }
 
-/// Whether an append is acknowledged only after an fsync. Off only in the planted-fault
-/// build the power-loss tests use to show that they catch a log that acknowledges early;
-/// no configuration reaches it.
+/// Whether the log store fsyncs at all: appends before their callbacks, the vote and the
+/// committed index before returning. Off only in the planted-fault build the power-loss
+/// tests use to show that they catch a log that acknowledges before its data is durable
+/// (with appends alone unsynced, the synced committed index still covers the leader's
+/// entries before it acknowledges them); no configuration reaches it.
 #[cfg(not(feature = "unsafe-ack-before-fsync"))]
 const SYNC_LOG: bool = true;
 #[cfg(feature = "unsafe-ack-before-fsync")]

@@ -154,6 +154,16 @@ pub(crate) struct Results {
     pub(crate) checks: Vec<CheckResult>,
 }
 
+/// The checkers' names, in the order of [`Results::checks`].
+pub(crate) const CHECKERS: [&str; 6] = [
+    "durability",
+    "no-fork",
+    "no-regression",
+    "quorum-bound",
+    "no-phantom-or-duplicate",
+    "availability",
+];
+
 /// Runs every checker over one precomputed [`Analysis`].
 pub(crate) fn check_all(
     history: &[Event],
@@ -494,17 +504,7 @@ mod tests {
         }
         assert!(results.valid);
         let names: Vec<&str> = results.checks.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "durability",
-                "no-fork",
-                "no-regression",
-                "quorum-bound",
-                "no-phantom-or-duplicate",
-                "availability"
-            ]
-        );
+        assert_eq!(names, CHECKERS);
         // Results round-trip through JSON (results.json).
         let json = serde_json::to_string(&results).unwrap();
         let back: Results = serde_json::from_str(&json).unwrap();
