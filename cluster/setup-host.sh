@@ -78,6 +78,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   . "$HOME/.cargo/env"
 fi
 
+# The test command's unused-dependency check.
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  log "installing cargo-machete from crates.io"
+  cargo install --locked --quiet cargo-machete
+fi
+
 for tool in sigsum-submit sigsum-verify sigsum-monitor sigsum-witness sigsum-key; do
   command -v "$tool" >/dev/null || { log "$tool missing after install"; exit 1; }
 done

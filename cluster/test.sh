@@ -16,6 +16,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/quorumlog-target}"
 
 cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
+# Every declared dependency is used (exceptions, with reasons, in the manifests).
+cargo machete
 cargo clippy --release --workspace --all-targets -- -D warnings
 cargo test --release --workspace
 
