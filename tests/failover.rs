@@ -11,7 +11,7 @@ use quorumlog_raft::network::pb::{
 use std::time::Duration;
 use support::load::{verify_run, Load};
 use support::sigsum::Http;
-use support::{fast_publish, Cluster};
+use support::{as_written, fast_publish, Cluster};
 
 /// A metric's value on node `id`.
 async fn metric(c: &Cluster, http: &Http, id: u64, name: &str) -> Option<u64> {
@@ -196,8 +196,8 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     let own = c.node_dir(1).join("own.key");
     std::fs::copy(c.path.join("log.key"), &own).unwrap();
     c.edit_config(1, |s| {
-        s.replace("key_file = \"../log.key\"", "key_file = \"own.key\"")
-            .replace("delete_key_file = false", "delete_key_file = true")
+        s.log.key_file = Some("own.key".into());
+        s.log.delete_key_file = true;
     });
     for id in 1..=3 {
         c.start(id);
@@ -213,7 +213,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
 
     // A process with another cluster's certificate can neither deliver nor fetch a key:
     // the TLS handshake fails before any call.
-    let other = Cluster::init(1, 0, |s| s.to_string());
+    let other = Cluster::init(1, 0, as_written);
     let foreign = other.tls(1);
     let ch = quorumlog_raft::network::client::connect_lazy(&foreign, leader, &c.raft_addr(leader))
         .unwrap();

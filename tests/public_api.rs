@@ -4,6 +4,7 @@
 
 mod support;
 
+use quorumlog::config::NodeConfig;
 use quorumlog::merkle::{verify_consistency, verify_inclusion, Hash};
 use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog::sigsum::proofs::{ConsistencyProof, InclusionProof};
@@ -613,11 +614,10 @@ async fn submit_tokens_and_rate_limits() {
     std::fs::write(dir.path().join("txt"), txt).unwrap();
     let limits = dir.path().join("limits");
     let txt = dir.path().join("txt");
-    let edit = move |s: &str| {
-        fast_publish(s).replace(
-            "[rate_limit]\n",
-            &format!("[rate_limit]\nfile = {limits:?}\nstatic_txt_file = {txt:?}\n"),
-        )
+    let edit = move |c: &mut NodeConfig| {
+        fast_publish(c);
+        c.rate_limit.file = Some(limits.clone());
+        c.rate_limit.static_txt_file = Some(txt.clone());
     };
     let mut c = Cluster::init_in(dir, 3, 0, &[], edit);
     for id in 1..=3 {
@@ -730,16 +730,13 @@ async fn send_from(from: &str, addr: &str, request: String) -> String {
 async fn slow_and_excess_clients_are_bounded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
-    let mut c = Cluster::init(1, 0, |s| {
-        fast_publish(s)
-            .replace("max_in_flight = 4096", "max_in_flight = 2")
-            .replace("max_writes_in_flight = 1024", "max_writes_in_flight = 2")
-            .replace(
-                "max_connections_per_client = 1024",
-                "max_connections_per_client = 8",
-            )
-            .replace("header_timeout_ms = 10000", "header_timeout_ms = 500")
-            .replace("body_timeout_ms = 5000", "body_timeout_ms = 1500")
+    let mut c = Cluster::init(1, 0, |c| {
+        fast_publish(c);
+        c.api.max_in_flight = 2;
+        c.api.max_writes_in_flight = 2;
+        c.api.max_connections_per_client = 8;
+        c.api.header_timeout_ms = 500;
+        c.api.body_timeout_ms = 1500;
     });
     c.start(1);
     let http = Http::default();

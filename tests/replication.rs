@@ -4,13 +4,14 @@
 
 mod support;
 
+use quorumlog::config::NodeConfig;
 use quorumlog::merkle::Hash;
 use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog_raft::network::pb::{self, snapshot_chunk, SnapshotChunk};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{leaf, Cluster};
+use support::{as_written, leaf, Cluster};
 use tonic::Code;
 
 /// Test clusters batch for longer so that concurrent proposals visibly share entries.
@@ -30,20 +31,14 @@ fn incoming_dirs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
-fn slow_batches(c: &str) -> String {
-    c.replace("max_delay_us = 1000", "max_delay_us = 20000")
+fn slow_batches(c: &mut NodeConfig) {
+    c.batch.max_delay_us = 20_000;
 }
 
 /// Snapshots every 20 entries, keeping 5: logs get purged quickly.
-fn small_snapshots(c: &str) -> String {
-    c.replace(
-        "snapshot_every_entries = 10000",
-        "snapshot_every_entries = 20",
-    )
-    .replace(
-        "keep_entries_after_snapshot = 1000",
-        "keep_entries_after_snapshot = 5",
-    )
+fn small_snapshots(c: &mut NodeConfig) {
+    c.raft.snapshot_every_entries = 20;
+    c.raft.keep_entries_after_snapshot = 5;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,7 +111,7 @@ async fn concurrent_proposals_converge_on_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_leaf() {
-    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    let mut c = Cluster::init(3, 0, as_written);
     for id in 1..=3 {
         c.start(id);
     }
@@ -312,7 +307,7 @@ async fn lagging_and_new_nodes_catch_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_certificates_and_malformed_messages_are_rejected() {
     // Node 4 has a certificate of this cluster's CA but is no member.
-    let mut c = Cluster::init(3, 1, |s| s.to_string());
+    let mut c = Cluster::init(3, 1, as_written);
     for id in 1..=3 {
         c.start(id);
     }
@@ -322,7 +317,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     let term = c.status(target).await.unwrap().term;
 
     // Certificates from another cluster's CA: the TLS handshake fails for every RPC.
-    let other = Cluster::init(3, 0, |s| s.to_string());
+    let other = Cluster::init(3, 0, as_written);
     let foreign = quorumlog_raft::network::client::connect_lazy(
         &other.tls(leader),
         target,
@@ -526,7 +521,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
 /// container and stalled the nemesis for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_answers_while_a_member_is_paused() {
-    let mut c = Cluster::init(3, 0, |s| s.to_string());
+    let mut c = Cluster::init(3, 0, as_written);
     for id in 1..=3 {
         c.start(id);
     }

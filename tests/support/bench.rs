@@ -6,6 +6,7 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use quorumlog::config::NodeConfig;
 use tokio::net::TcpStream;
 
 /// A number from the environment variable `name`, or `default`.
@@ -23,20 +24,39 @@ pub fn wanted(name: &str) -> bool {
 }
 
 /// Publication every second (witness wait no longer than that); everything else default,
-/// unless `QL_EDIT="old=>new;old2=>new2"` asks for config text replacements (for
-/// experiments such as `QL_EDIT="snapshot_every_entries = 10000=>snapshot_every_entries = 1000000"`).
-pub fn publish_every_second(s: &str) -> String {
-    let mut s = s
-        .replace("interval_ms = 3000", "interval_ms = 1000")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 1000");
+/// unless `QL_EDIT="section.key=value;..."` sets config values for experiments (for example
+/// `QL_EDIT="raft.snapshot_every_entries=1000000"`; the value is TOML). An unknown key or a
+/// value of the wrong type stops the benchmark.
+pub fn publish_every_second(c: &mut NodeConfig) {
+    c.publish.interval_ms = 1000;
+    c.publish.witness_timeout_ms = 1000;
     if let Ok(edits) = std::env::var("QL_EDIT") {
+        let mut table = toml::Table::try_from(&*c).expect("config as TOML");
         for e in edits.split(';').filter(|e| !e.is_empty()) {
-            if let Some((from, to)) = e.split_once("=>") {
-                s = s.replace(from, to);
-            }
+            let (path, value) = e
+                .split_once('=')
+                .unwrap_or_else(|| panic!("QL_EDIT: {e:?} is not section.key=value"));
+            let (section, key) = path
+                .trim()
+                .split_once('.')
+                .unwrap_or_else(|| panic!("QL_EDIT: {path:?} is not section.key"));
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .unwrap_or_else(|err| panic!("QL_EDIT: {value:?}: {err}"))
+                .remove("v")
+                .unwrap();
+            table
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap_or_else(|| panic!("QL_EDIT: {section} is not a section"))
+                .insert(key.to_string(), value);
         }
+        let base_dir = c.base_dir.clone();
+        *c = table
+            .try_into()
+            .unwrap_or_else(|err| panic!("QL_EDIT {edits:?}: {err}"));
+        c.base_dir = base_dir;
     }
-    s
 }
 
 /// The sending half of one HTTP/1.1 connection.

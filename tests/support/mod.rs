@@ -10,6 +10,7 @@ pub mod load;
 pub mod script;
 pub mod sigsum;
 
+use quorumlog::config::NodeConfig;
 use quorumlog::merkle::MerkleStore;
 use quorumlog::sigsum::leaf::TreeLeaf;
 use quorumlog::status::NodeAppStatus;
@@ -47,10 +48,13 @@ fn free_base(count: u16) -> u16 {
 }
 
 /// Publication every 300 ms so tests do not wait long for heads.
-pub fn fast_publish(s: &str) -> String {
-    s.replace("interval_ms = 3000", "interval_ms = 300")
-        .replace("witness_timeout_ms = 3000", "witness_timeout_ms = 300")
+pub fn fast_publish(c: &mut NodeConfig) {
+    c.publish.interval_ms = 300;
+    c.publish.witness_timeout_ms = 300;
 }
+
+/// The config as `init-cluster` wrote it.
+pub fn as_written(_: &mut NodeConfig) {}
 
 /// The submitter of every leaf the tests add (`leaf(n)` and [`Handle::add`]).
 pub fn submitter() -> sigsum::Submitter {
@@ -78,8 +82,8 @@ pub struct Handle {
 
 impl Cluster {
     /// Writes a cluster of `n` nodes (room for `spare` more) and applies `edit` to each
-    /// node's config text.
-    pub fn init(n: u64, spare: u64, edit: impl Fn(&str) -> String) -> Cluster {
+    /// node's config.
+    pub fn init(n: u64, spare: u64, edit: impl Fn(&mut NodeConfig)) -> Cluster {
         Self::init_with(n, spare, &[], edit)
     }
 
@@ -88,7 +92,7 @@ impl Cluster {
         n: u64,
         spare: u64,
         extra: &[String],
-        edit: impl Fn(&str) -> String,
+        edit: impl Fn(&mut NodeConfig),
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         Self::init_in(dir, n, spare, extra, edit)
@@ -100,7 +104,7 @@ impl Cluster {
         n: u64,
         spare: u64,
         extra: &[String],
-        edit: impl Fn(&str) -> String,
+        edit: impl Fn(&mut NodeConfig),
     ) -> Cluster {
         install_crypto_provider();
         let base_port = free_base(((n + spare) * 3) as u16);
@@ -234,10 +238,13 @@ impl Handle {
         self.path.as_path().join(format!("node{id}/config.toml"))
     }
 
-    pub fn edit_config(&self, id: u64, edit: impl Fn(&str) -> String) {
+    /// Applies `edit` to node `id`'s config file, as the typed config: a field that is
+    /// renamed or removed breaks the test at compile time instead of silently not applying.
+    pub fn edit_config(&self, id: u64, edit: impl Fn(&mut NodeConfig)) {
         let p = self.config_path(id);
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::write(&p, edit(&text)).unwrap();
+        let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(&p, toml::to_string(&cfg).unwrap()).unwrap();
     }
 
     pub fn node_dir(&self, id: u64) -> PathBuf {
