@@ -6,6 +6,7 @@
 
 use crate::api::dns::{DnsError, TxtResolver};
 use crate::merkle::Hash;
+use crate::sigsum::ascii::parse_digits;
 use crate::sigsum::crypto::PublicKey;
 use crate::sigsum::token::SubmitToken;
 use std::collections::{HashMap, HashSet};
@@ -346,11 +347,7 @@ pub struct Charge {
 }
 
 fn parse_limit(s: &str) -> Result<u64, String> {
-    // u64::from_str accepts a leading '+'; the config format is plain digits.
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("limit {s:?} is not a decimal number"));
-    }
-    s.parse().map_err(|_| format!("limit {s:?} is too large"))
+    parse_digits(s).map_err(|e| format!("limit {s:?} is {e}"))
 }
 
 impl RateLimiter {

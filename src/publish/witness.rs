@@ -7,6 +7,7 @@
 //! cosignature is returned only after it verifies under the policy's key for the witness.
 
 use crate::merkle::Hash;
+use crate::sigsum::ascii::parse_digits;
 use crate::sigsum::checkpoint::Checkpoint;
 use crate::sigsum::cosignature::{Cosignature, NoteLineError};
 use crate::sigsum::crypto::PublicKey;
@@ -271,10 +272,7 @@ fn is_size_content_type(value: &str) -> bool {
 fn parse_size(body: &[u8]) -> Result<u64, WitnessError> {
     let bad = || WitnessError::BadResponse(format!("bad tree size in 409: {:?}", excerpt(body)));
     let text = std::str::from_utf8(body).map_err(|_| bad())?.trim_ascii();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    text.parse().map_err(|_| bad())
+    parse_digits(text).map_err(|_| bad())
 }
 
 /// The start of a body as text, for error messages.

@@ -61,15 +61,36 @@ pub enum AsciiError {
     },
 }
 
+/// Why text is not a plain decimal number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum DigitsError {
+    /// Empty, or holding something other than 0-9 (a sign, a space, a separator).
+    #[error("not a decimal number")]
+    NotDigits,
+    /// More than 64 bits hold.
+    #[error("too large")]
+    TooLarge,
+}
+
+/// Parses one or more ASCII digits, nothing else: unlike `u64::from_str`, no leading `+`.
+/// Leading zeros are accepted; the Sigsum wire format refuses them ([`parse_int`]).
+pub fn parse_digits(s: &str) -> Result<u64, DigitsError> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DigitsError::NotDigits);
+    }
+    s.parse().map_err(|_| DigitsError::TooLarge)
+}
+
 /// Parses a decimal as the wire format requires: `0|[1-9][0-9]*`, at most 2^63 - 1.
 pub fn parse_int(s: &str) -> Result<u64, String> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    let v = parse_digits(s);
+    if v == Err(DigitsError::NotDigits) {
         return Err(format!("{s:?} is not a decimal number"));
     }
     if s.len() > 1 && s.starts_with('0') {
         return Err(format!("{s:?} has a leading zero"));
     }
-    match s.parse::<u64>() {
+    match v {
         Ok(v) if v <= MAX_INT => Ok(v),
         _ => Err(format!("{s:?} is larger than 2^63-1")),
     }
@@ -267,6 +288,25 @@ mod tests {
         ] {
             assert!(parse_int(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn plain_digits() {
+        assert_eq!(parse_digits("007"), Ok(7));
+        assert_eq!(parse_digits("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(
+            parse_digits("18446744073709551616"),
+            Err(DigitsError::TooLarge)
+        );
+        for bad in ["", "+1", "-1", " 1", "1 ", "1_000", "1.0", "١"] {
+            assert_eq!(parse_digits(bad), Err(DigitsError::NotDigits), "{bad:?}");
+        }
+        // The wire format's messages are unchanged by the shared parser.
+        assert_eq!(parse_int("00").unwrap_err(), "\"00\" has a leading zero");
+        assert_eq!(
+            parse_int("99999999999999999999").unwrap_err(),
+            "\"99999999999999999999\" is larger than 2^63-1"
+        );
     }
 
     #[test]

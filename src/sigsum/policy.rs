@@ -4,7 +4,7 @@
 //! The log reads witness URLs and keys from the policy to collect cosignatures, and the
 //! quorum to tell whether a collected set is enough.
 
-use super::ascii::parse_hex;
+use super::ascii::{parse_digits, parse_hex};
 use super::crypto::PublicKey;
 use crate::merkle::Hash;
 use std::collections::HashMap;
@@ -242,11 +242,9 @@ impl Builder {
         let k = match *threshold {
             "any" => 1,
             "all" => n,
-            s => s
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| s.parse::<usize>().ok())
-                .flatten()
+            s => parse_digits(s)
+                .ok()
+                .and_then(|k| usize::try_from(k).ok())
                 .filter(|k| (1..=n).contains(k))
                 .ok_or_else(|| LineProblem::BadThreshold(s.to_string()))?,
         };
