@@ -23,23 +23,18 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file.
         path: String,
-        /// The error.
         source: std::io::Error,
     },
     /// The file is not valid TOML for this schema.
     #[error("invalid configuration {path}: {source}")]
     Parse {
-        /// The file.
         path: String,
-        /// The error.
         source: Box<toml::de::Error>,
     },
     /// A value is out of range.
     #[error("invalid configuration {path}: {reason}")]
     Invalid {
-        /// The file.
         path: String,
         /// What is wrong.
         reason: String,

@@ -10,7 +10,6 @@
 //! - [`status`]: the typed cluster status behind the status page and `admin status`.
 //! - [`config`]: a node's configuration file.
 //! - [`cli`]: the `quorumlog` command.
-#![warn(missing_docs)]
 
 pub mod api;
 pub mod cli;

@@ -265,7 +265,6 @@ pub struct MemberReport {
 pub struct LeaderChangeView {
     /// When the reporting node saw it, Unix milliseconds.
     pub at_unix_ms: u64,
-    /// The term.
     pub term: u64,
     /// The new leader.
     pub leader: u64,

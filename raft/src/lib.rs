@@ -7,7 +7,6 @@
 //!   with `last_applied`; snapshots are RocksDB checkpoints ([`snapshot`]).
 //! - [`network`]: tonic client and server over mutual TLS ([`pki`] makes the certificates).
 //! - [`node`]: a running node and its operations.
-#![warn(missing_docs)]
 
 pub mod log_store;
 pub mod network;

@@ -153,7 +153,6 @@ impl NodeHandle {
         self.0.id
     }
 
-    /// The openraft handle.
     pub fn raft(&self) -> &Raft {
         &self.0.raft
     }

@@ -24,12 +24,7 @@ pub enum PkiError {
     ReservedName(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The error.
-        source: io::Error,
-    },
+    Io { path: String, source: io::Error },
 }
 
 /// The DNS name a node's certificate carries and peers verify.

@@ -79,7 +79,6 @@ impl Drop for SnapshotPin {
 /// Snapshot data as openraft sees it: the directory holding `meta` and `db/`.
 #[derive(Debug, Clone)]
 pub struct SnapshotDir {
-    /// The snapshot directory.
     pub path: PathBuf,
 }
 

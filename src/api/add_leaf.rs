@@ -62,7 +62,6 @@ struct Forwarded {
 
 /// Everything add-leaf needs on one node.
 pub struct Submitter {
-    /// The Raft node.
     pub node: NodeHandle,
     /// The replicated state (for deduplication).
     pub state: Arc<LeafState>,

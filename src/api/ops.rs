@@ -16,9 +16,7 @@ use std::sync::Arc;
 
 /// What the ops handlers read.
 pub struct Ops {
-    /// The Raft node.
     pub node: NodeHandle,
-    /// The replicated state.
     pub state: Arc<LeafState>,
     /// Counters.
     pub metrics: Arc<Metrics>,

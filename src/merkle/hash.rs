@@ -16,7 +16,6 @@ impl Hash {
         Hash(Sha256::digest(data).into())
     }
 
-    /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -17,21 +17,15 @@ pub enum KeyError {
     /// The file could not be read or written.
     #[error("log key file {path}: {source}")]
     Io {
-        /// The file.
         path: String,
-        /// The error.
         source: std::io::Error,
     },
     /// The file does not hold a 32-byte hex seed.
     #[error("log key file {path}: expected 64 hex characters (an Ed25519 seed)")]
-    Format {
-        /// The file.
-        path: String,
-    },
+    Format { path: String },
     /// The key is not the log's configured public key.
     #[error("log key file {path} holds the key of another log (public key {found}, config says {expected})")]
     WrongKey {
-        /// The file.
         path: String,
         /// Public key of the file's key.
         found: String,

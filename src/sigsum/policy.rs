@@ -98,9 +98,7 @@ pub enum PolicyError {
     /// The file could not be read.
     #[error("cannot read policy file {}: {source}", path.display())]
     Io {
-        /// The file.
         path: PathBuf,
-        /// The underlying error.
         #[source]
         source: std::io::Error,
     },
