@@ -229,6 +229,25 @@ impl State {
         }
     }
 
+    /// Creates an empty regular file (`O_EXCL`) with permission bits `mode`.
+    fn create_file(
+        &mut self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        req: &Request<'_>,
+    ) -> Result<FileAttr, i32> {
+        let dir = self.fd(parent)?;
+        rustix::fs::openat(
+            &*dir,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_bits_truncate(mode & 0o7777),
+        )
+        .map_err(errno)?;
+        self.created(parent, dir, name, req)
+    }
+
     fn park(&mut self, dir: &Arc<OwnedFd>, name: &OsStr) -> Result<String, i32> {
         let grave = self.journal.grave();
         rustix::fs::renameat(&**dir, name, &self.graveyard, grave.as_str()).map_err(errno)?;
@@ -630,17 +649,7 @@ impl Filesystem for PowerFs {
             // Only regular files: nothing here needs device nodes, FIFOs or sockets.
             return reply.error(libc::EPERM);
         }
-        let mut s = self.state();
-        let r = s.fd(parent).and_then(|dir| {
-            rustix::fs::openat(
-                &*dir,
-                name,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_bits_truncate(mode & !umask & 0o7777),
-            )
-            .map_err(errno)?;
-            s.created(parent, dir, name, req)
-        });
+        let r = self.state().create_file(parent, name, mode & !umask, req);
         reply_with!(reply, r, |a| reply.entry(&TTL, &a, 0));
     }
 
@@ -856,27 +865,23 @@ impl Filesystem for PowerFs {
         reply: ReplyCreate,
     ) {
         let mut s = self.state();
-        let r = s.fd(parent).and_then(|dir| {
-            rustix::fs::openat(
-                &*dir,
-                name,
-                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-                Mode::from_bits_truncate(mode & !umask & 0o7777),
-            )
-            .map_err(errno)?;
-            let a = s.created(parent, dir.clone(), name, req)?;
-            match s.open_file(a.ino, flags) {
-                Ok(fh) => Ok((a, fh)),
-                Err(e) => {
-                    // The kernel is told the create failed: take the file back out, with
-                    // its journal record and the lookup the kernel will not forget.
-                    let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
-                    s.journal.pop_created();
-                    s.forget(a.ino, 1);
-                    Err(e)
+        let r = s
+            .create_file(parent, name, mode & !umask, req)
+            .and_then(|a| {
+                match s.open_file(a.ino, flags) {
+                    Ok(fh) => Ok((a, fh)),
+                    Err(e) => {
+                        // The kernel is told the create failed: take the file back out, with
+                        // its journal record and the lookup the kernel will not forget.
+                        if let Ok(dir) = s.fd(parent) {
+                            let _ = rustix::fs::unlinkat(&*dir, name, AtFlags::empty());
+                        }
+                        s.journal.pop_created();
+                        s.forget(a.ino, 1);
+                        Err(e)
+                    }
                 }
-            }
-        });
+            });
         reply_with!(reply, r, |v| reply.created(
             &TTL,
             &v.0,
