@@ -133,7 +133,7 @@ check_ports() {
   for k in $(seq "$NODES"); do
     is_running "n$k" && continue
     for p in "$(api_port "$k")" "$(ops_port "$k")"; do
-      if ss -Hltn "sport = :$p" | grep -q .; then
+      if ss -Hltn "sport = :$p" | grep . >/dev/null; then
         die "port $p on this host is taken (node n$k publishes there); free it or set QUORUMLOG_DOCKER_PORT to another base"
       fi
     done
@@ -241,7 +241,7 @@ node_field() { # id field
 wait_cosigned_head() {
   local deadline=$((SECONDS + WAIT_SECS)) k
   for k in $(seq "$NODES"); do
-    until curl -sf "http://127.0.0.1:$(api_port "$k")/get-tree-head" | grep -q '^cosignature='; do
+    until curl -sf "http://127.0.0.1:$(api_port "$k")/get-tree-head" | grep '^cosignature=' >/dev/null; do
       if [ "$SECONDS" -ge "$deadline" ]; then
         die "node n$k serves no cosigned tree head after ${WAIT_SECS}s; see cluster/docker.sh logs n$k"
       fi

@@ -87,7 +87,7 @@ start() {
   log "waiting for a cosigned tree head on every node"
   local deadline=$((SECONDS + 60))
   for k in $(seq "$NODES"); do
-    until curl -sf "http://$(api "$k")/get-tree-head" | grep -q '^cosignature='; do
+    until curl -sf "http://$(api "$k")/get-tree-head" | grep '^cosignature=' >/dev/null; do
       if [ "$SECONDS" -ge "$deadline" ]; then
         log "node $k publishes no cosigned tree head; see $DIR/run/node$k.log"
         exit 1

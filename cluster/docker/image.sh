@@ -172,9 +172,9 @@ compute_base_tag() {
   mapfile -t SOURCES <<<"$lines"
   # The suite is the third word, or the fourth after a [signed-by=...] option.
   mapfile -t suites < <(printf '%s\n' "${SOURCES[@]}" | sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $2}' | sort -u)
-  printf '%s\n' "${suites[@]}" | grep -qx "$DIST" ||
-    die "no '$DIST' apt source found in /etc/apt"
-  printf '%s\n' "${suites[@]}" | grep -qx "$DIST-backports" ||
+  printf '%s\n' "${suites[@]}" | grep -x "$DIST" >/dev/null ||
+    die "no '$DIST' apt source found in /etc/apt (suites found: ${suites[*]:-none}; sources: ${SOURCES[*]})"
+  printf '%s\n' "${suites[@]}" | grep -x "$DIST-backports" >/dev/null ||
     die "no '$DIST-backports' apt source found in /etc/apt (sigsum-go is only there); run cluster/setup-host.sh, which adds one"
   BASE_TAG="$BASE_REPO:$(
     {
@@ -310,7 +310,7 @@ ensure_node() {
     log "BASE_PACKAGES in cluster/docker/image.sh)"
     exit 1
   fi
-  if [ "$rc" -ne 0 ] && ! printf '%s\n' "$out" | grep -q 'not a dynamic executable'; then
+  if [ "$rc" -ne 0 ] && ! printf '%s\n' "$out" | grep 'not a dynamic executable' >/dev/null; then
     die "ldd /usr/local/bin/quorumlog failed inside the image (exit $rc): $out"
   fi
 
