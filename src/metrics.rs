@@ -1,93 +1,33 @@
-//! The node's metrics, rendered in the Prometheus text format by the ops listener. Each
-//! part of the node records into one shared [`Metrics`]; Raft gauges are read at scrape
-//! time from the Raft node itself.
+//! The node's metrics, in the Prometheus text format (0.0.4) by the ops listener, kept with
+//! `prometheus-client`. Each part of the node records into one shared [`Metrics`]; Raft
+//! gauges are read at scrape time from the Raft node itself.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::time::Duration;
 
-/// A histogram with fixed bucket bounds.
-pub struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<AtomicU64>,
-    count: AtomicU64,
-    /// Sum in millionths of the unit, so it fits an integer atomic.
-    sum_micros: AtomicU64,
-}
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, v: f64) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            if v <= *b {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((v * 1e6).max(0.0) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{b}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
-    }
-}
-
-const LATENCY_BOUNDS: &[f64] = &[
+const LATENCY_BOUNDS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
-const BATCH_BOUNDS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+const BATCH_BOUNDS: [f64; 7] = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
 
-/// Everything the node counts.
-pub struct Metrics {
-    /// Leaves newly appended through this node's group commit.
-    pub leaves_appended: AtomicU64,
-    /// Leaves per Raft entry.
-    pub batch_leaves: Histogram,
-    /// Seconds from proposing a batch to its commit and apply on the leader.
-    pub commit_latency: Histogram,
-    /// 1 while this node holds the signing key and leads, so it publishes.
-    pub publishing: AtomicU64,
-    /// 1 while this node holds the signing key.
-    pub signing_key_loaded: AtomicU64,
-    add_leaf: Mutex<BTreeMap<u16, u64>>,
-    witness: Mutex<BTreeMap<(String, &'static str), u64>>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddLeafLabels {
+    status: u16,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            leaves_appended: AtomicU64::new(0),
-            batch_leaves: Histogram::new(BATCH_BOUNDS),
-            commit_latency: Histogram::new(LATENCY_BOUNDS),
-            publishing: AtomicU64::new(0),
-            signing_key_loaded: AtomicU64::new(0),
-            add_leaf: Mutex::default(),
-            witness: Mutex::default(),
-        }
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabels {
+    /// The witness's name from the policy: operator-chosen text, escaped by the encoder.
+    witness: String,
+    result: &'static str,
 }
 
 /// Raft and replicated state read at scrape time.
@@ -96,169 +36,199 @@ pub struct RaftGauges {
     pub published_size: u64,
     /// Size of the latest signed head in the replicated state (0 before the first).
     pub signed_size: u64,
-    /// Current term.
     pub term: u64,
     /// Current leader id (0 if none is known).
     pub leader: u64,
-    /// Committed log index.
     pub committed: u64,
-    /// Applied log index.
     pub applied: u64,
-    /// 1 if this node is the leader.
     pub is_leader: bool,
     /// Leaves in this node's applied tree.
     pub tree_size: u64,
 }
 
+/// Gauges set from [`RaftGauges`] at each scrape.
+struct ScrapeGauges {
+    tree_size: Gauge,
+    published_size: Gauge,
+    signed_size: Gauge,
+    term: Gauge,
+    leader: Gauge,
+    is_leader: Gauge,
+    committed: Gauge,
+    applied: Gauge,
+}
+
+/// Everything the node counts.
+pub struct Metrics {
+    registry: Registry,
+    leaves_appended: Counter,
+    batch_leaves: Histogram,
+    commit_latency: Histogram,
+    publishing: Gauge,
+    signing_key_loaded: Gauge,
+    add_leaf: Family<AddLeafLabels, Counter>,
+    witness: Family<WitnessLabels, Counter>,
+    scrape: ScrapeGauges,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::default();
+    registry.register(name, help, g.clone());
+    g
+}
+
+/// A u64 as a gauge value; the counts here stay far below 2^63.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        // prometheus-client adds the `_total` suffix to counters and a full stop to help.
+        let leaves_appended = Counter::default();
+        r.register(
+            "quorumlog_leaves_appended",
+            "Leaves appended through this node's group commit",
+            leaves_appended.clone(),
+        );
+        let scrape = ScrapeGauges {
+            tree_size: gauge(
+                &mut r,
+                "quorumlog_tree_size",
+                "Leaves in this node's applied tree",
+            ),
+            published_size: gauge(
+                &mut r,
+                "quorumlog_published_size",
+                "Size of the published (cosigned) tree head this node serves",
+            ),
+            signed_size: gauge(
+                &mut r,
+                "quorumlog_signed_size",
+                "Size of the latest signed tree head in the replicated state",
+            ),
+            term: gauge(&mut r, "quorumlog_raft_term", "Current Raft term"),
+            leader: gauge(
+                &mut r,
+                "quorumlog_raft_leader",
+                "Id of the current leader (0: none known)",
+            ),
+            is_leader: gauge(
+                &mut r,
+                "quorumlog_raft_is_leader",
+                "1 if this node is the leader",
+            ),
+            committed: gauge(
+                &mut r,
+                "quorumlog_raft_commit_index",
+                "Committed Raft log index",
+            ),
+            applied: gauge(
+                &mut r,
+                "quorumlog_raft_applied_index",
+                "Applied Raft log index",
+            ),
+        };
+        let publishing = gauge(
+            &mut r,
+            "quorumlog_publishing",
+            "1 if this node leads and holds the signing key, so it publishes tree heads",
+        );
+        let signing_key_loaded = gauge(
+            &mut r,
+            "quorumlog_signing_key_loaded",
+            "1 if this node holds the log's signing key",
+        );
+        let batch_leaves = Histogram::new(BATCH_BOUNDS);
+        r.register(
+            "quorumlog_batch_leaves",
+            "Leaves per Raft entry proposed by this node",
+            batch_leaves.clone(),
+        );
+        let commit_latency = Histogram::new(LATENCY_BOUNDS);
+        r.register(
+            "quorumlog_commit_latency_seconds",
+            "Time from proposing a batch to its commit and apply",
+            commit_latency.clone(),
+        );
+        let add_leaf = Family::<AddLeafLabels, Counter>::default();
+        r.register(
+            "quorumlog_add_leaf",
+            "add-leaf answers by HTTP status",
+            add_leaf.clone(),
+        );
+        let witness = Family::<WitnessLabels, Counter>::default();
+        r.register(
+            "quorumlog_witness_requests",
+            "add-checkpoint requests by witness and result",
+            witness.clone(),
+        );
+        Metrics {
+            registry: r,
+            leaves_appended,
+            batch_leaves,
+            commit_latency,
+            publishing,
+            signing_key_loaded,
+            add_leaf,
+            witness,
+            scrape,
+        }
+    }
+}
+
 impl Metrics {
     /// Counts one add-leaf answer with HTTP status `status`.
     pub fn add_leaf_answered(&self, status: u16) {
-        *self
-            .add_leaf
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(status)
-            .or_default() += 1;
+        self.add_leaf.get_or_create(&AddLeafLabels { status }).inc();
     }
 
     /// Counts one witness request outcome (`ok`, `conflict`, `error`).
     pub fn witness_result(&self, witness: &str, result: &'static str) {
-        *self
-            .witness
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((witness.to_string(), result))
-            .or_default() += 1;
+        self.witness
+            .get_or_create(&WitnessLabels {
+                witness: witness.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// Records one committed batch.
     pub fn batch_committed(&self, leaves: usize, latency: Duration) {
         self.batch_leaves.observe(leaves as f64);
         self.commit_latency.observe(latency.as_secs_f64());
+        self.leaves_appended.inc_by(leaves as u64);
     }
 
-    /// The Prometheus text exposition.
+    /// Records whether this node publishes (it leads and holds the key).
+    pub fn set_publishing(&self, publishing: bool) {
+        self.publishing.set(i64::from(publishing));
+    }
+
+    pub fn is_publishing(&self) -> bool {
+        self.publishing.get() == 1
+    }
+
+    pub fn set_signing_key_loaded(&self, loaded: bool) {
+        self.signing_key_loaded.set(i64::from(loaded));
+    }
+
+    /// The exposition, with the Raft gauges set from `raft`.
     pub fn render(&self, raft: &RaftGauges) -> String {
-        let mut o = String::with_capacity(4096);
-        let gauge = |o: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
-        gauge(
-            &mut o,
-            "quorumlog_leaves_appended_total",
-            "Leaves appended through this node's group commit.",
-            "counter",
-            self.leaves_appended.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut o,
-            "quorumlog_tree_size",
-            "Leaves in this node's applied tree.",
-            "gauge",
-            raft.tree_size,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_published_size",
-            "Size of the published (cosigned) tree head this node serves.",
-            "gauge",
-            raft.published_size,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_signed_size",
-            "Size of the latest signed tree head in the replicated state.",
-            "gauge",
-            raft.signed_size,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_publishing",
-            "1 if this node leads and holds the signing key, so it publishes tree heads.",
-            "gauge",
-            self.publishing.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut o,
-            "quorumlog_signing_key_loaded",
-            "1 if this node holds the log's signing key.",
-            "gauge",
-            self.signing_key_loaded.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut o,
-            "quorumlog_raft_term",
-            "Current Raft term.",
-            "gauge",
-            raft.term,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_raft_leader",
-            "Id of the current leader (0: none known).",
-            "gauge",
-            raft.leader,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_raft_is_leader",
-            "1 if this node is the leader.",
-            "gauge",
-            u64::from(raft.is_leader),
-        );
-        gauge(
-            &mut o,
-            "quorumlog_raft_commit_index",
-            "Committed Raft log index.",
-            "gauge",
-            raft.committed,
-        );
-        gauge(
-            &mut o,
-            "quorumlog_raft_applied_index",
-            "Applied Raft log index.",
-            "gauge",
-            raft.applied,
-        );
-        self.batch_leaves.render(
-            &mut o,
-            "quorumlog_batch_leaves",
-            "Leaves per Raft entry proposed by this node.",
-        );
-        self.commit_latency.render(
-            &mut o,
-            "quorumlog_commit_latency_seconds",
-            "Time from proposing a batch to its commit and apply.",
-        );
-        let _ = writeln!(
-            o,
-            "# HELP quorumlog_add_leaf_total add-leaf answers by HTTP status.\n# TYPE quorumlog_add_leaf_total counter"
-        );
-        for (status, n) in self
-            .add_leaf
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let _ = writeln!(o, "quorumlog_add_leaf_total{{status=\"{status}\"}} {n}");
-        }
-        let _ = writeln!(
-            o,
-            "# HELP quorumlog_witness_requests_total add-checkpoint requests by witness and result.\n# TYPE quorumlog_witness_requests_total counter"
-        );
-        for ((w, r), n) in self
-            .witness
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            let w = w.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                o,
-                "quorumlog_witness_requests_total{{witness=\"{w}\",result=\"{r}\"}} {n}"
-            );
-        }
-        o
+        let g = &self.scrape;
+        g.tree_size.set(int(raft.tree_size));
+        g.published_size.set(int(raft.published_size));
+        g.signed_size.set(int(raft.signed_size));
+        g.term.set(int(raft.term));
+        g.leader.set(int(raft.leader));
+        g.is_leader.set(i64::from(raft.is_leader));
+        g.committed.set(int(raft.committed));
+        g.applied.set(int(raft.applied));
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
     }
 }
 
@@ -266,14 +236,8 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_histograms_and_labels() {
-        let m = Metrics::default();
-        m.batch_committed(10, Duration::from_millis(3));
-        m.add_leaf_answered(200);
-        m.add_leaf_answered(200);
-        m.witness_result("w\"1", "ok");
-        let text = m.render(&RaftGauges {
+    fn gauges() -> RaftGauges {
+        RaftGauges {
             term: 4,
             leader: 2,
             committed: 9,
@@ -282,15 +246,49 @@ mod tests {
             tree_size: 10,
             published_size: 9,
             signed_size: 10,
-        });
-        assert!(text.contains("quorumlog_batch_leaves_bucket{le=\"16\"} 1"));
-        assert!(text.contains("quorumlog_batch_leaves_bucket{le=\"4\"} 0"));
-        assert!(text.contains("quorumlog_commit_latency_seconds_count 1"));
-        assert!(text.contains("quorumlog_add_leaf_total{status=\"200\"} 2"));
+        }
+    }
+
+    #[test]
+    fn renders_counters_histograms_and_labels() {
+        let m = Metrics::default();
+        m.batch_committed(10, Duration::from_millis(3));
+        m.add_leaf_answered(200);
+        m.add_leaf_answered(200);
+        m.witness_result("w1", "ok");
+        let text = m.render(&gauges());
+        for line in [
+            "quorumlog_batch_leaves_bucket{le=\"16\"} 1\n",
+            "quorumlog_batch_leaves_bucket{le=\"4\"} 0\n",
+            "quorumlog_commit_latency_seconds_count 1\n",
+            "quorumlog_leaves_appended_total 10\n",
+            "quorumlog_add_leaf_total{status=\"200\"} 2\n",
+            "quorumlog_witness_requests_total{witness=\"w1\",result=\"ok\"} 1\n",
+            "quorumlog_raft_term 4\n",
+            "quorumlog_tree_size 10\n",
+            "# TYPE quorumlog_add_leaf_total counter\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn witness_names_are_escaped() {
+        let m = Metrics::default();
+        m.witness_result("evil\"}\nquorumlog_raft_term 99\n\\", "error");
+        let text = m.render(&gauges());
         assert!(
-            text.contains("quorumlog_witness_requests_total{witness=\"w\\\"1\",result=\"ok\"} 1")
+            text.contains(
+                "quorumlog_witness_requests_total{witness=\"evil\\\"}\\nquorumlog_raft_term 99\\n\\\\\",result=\"error\"} 1\n"
+            ),
+            "{text}"
         );
-        assert!(text.contains("quorumlog_raft_term 4\n"));
-        assert!(text.contains("quorumlog_tree_size 10\n"));
+        // The injected sample must not appear as a line of its own.
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("quorumlog_raft_term 99")),
+            "{text}"
+        );
     }
 }

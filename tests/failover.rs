@@ -6,7 +6,7 @@ mod support;
 
 use quorumlog::status::Publishing;
 use quorumlog_raft::network::pb::{
-    AddNodeRequest, KeyDelivery, RemoveNodeRequest, TransferLeaderRequest,
+    AddNodeRequest, HandoverRequest, RemoveNodeRequest, TransferLeaderRequest,
 };
 use std::time::Duration;
 use support::load::{verify_run, Load};
@@ -219,12 +219,16 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
         .unwrap();
     let mut client = quorumlog_raft::network::pb::admin_client::AdminClient::new(ch);
     let delivery = |key: Vec<u8>, from: u64, to: u64| {
-        let mut req = tonic::Request::new(KeyDelivery { key, from, to });
+        let mut req = tonic::Request::new(HandoverRequest {
+            payload: key,
+            from,
+            to,
+        });
         req.set_timeout(Duration::from_secs(5));
         req
     };
     assert!(client
-        .deliver_key(delivery(vec![1; 32], 1, leader))
+        .handover(delivery(vec![1; 32], 1, leader))
         .await
         .is_err());
 
@@ -235,7 +239,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     for (as_node, from) in [(follower, follower), (leader, leader)] {
         let e = c
             .admin(as_node)
-            .deliver_key(delivery(Vec::new(), from, leader))
+            .handover(delivery(Vec::new(), from, leader))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
@@ -243,7 +247,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     // Certificate and claimed sender must agree.
     let e = c
         .admin(follower)
-        .deliver_key(delivery(Vec::new(), leader, leader))
+        .handover(delivery(Vec::new(), leader, leader))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
@@ -275,7 +279,7 @@ async fn the_key_goes_only_to_members_and_transfers_check_the_target() {
     // The operator delivering the wrong key is refused and the holder keeps the right one.
     let e = c
         .operator(leader)
-        .deliver_key(delivery(vec![1; 32], 0, leader))
+        .handover(delivery(vec![1; 32], 0, leader))
         .await
         .unwrap_err();
     assert!(
@@ -520,13 +524,13 @@ async fn a_node_that_handed_the_key_on_does_not_reload_it_at_restart() {
     assert_eq!(key_holders(&c, &http, &[1, 2, 3]).await, vec![2]);
     // Loading the key into node 1 again lifts the marker.
     let key = std::fs::read_to_string(c.path.join("log.key")).unwrap();
-    let mut req = tonic::Request::new(KeyDelivery {
-        key: hex::decode(key.trim()).unwrap(),
+    let mut req = tonic::Request::new(HandoverRequest {
+        payload: hex::decode(key.trim()).unwrap(),
         from: 0,
         to: 1,
     });
     req.set_timeout(Duration::from_secs(5));
-    c.operator(1).deliver_key(req).await.unwrap();
+    c.operator(1).handover(req).await.unwrap();
     assert!(!marker_anywhere(&c.node_dir(1)));
 }
 

@@ -7,7 +7,9 @@ mod support;
 use quorumlog::config::NodeConfig;
 use quorumlog::merkle::Hash;
 use quorumlog::sigsum::leaf::parse_leaves;
+use quorumlog_raft::codec::Owned;
 use quorumlog_raft::network::pb::{self, snapshot_chunk, SnapshotChunk};
+use quorumlog_raft::network::ProtocolHeader;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -324,18 +326,18 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
         &c.raft_addr(target),
     )
     .unwrap();
-    let mut raft = pb::raft_client::RaftClient::new(foreign.clone());
-    let e = raft.vote(pb::Payload { data: vec![] }).await.unwrap_err();
+    let mut raft = pb::raft_client::RaftClient::with_interceptor(foreign.clone(), ProtocolHeader);
+    let e = raft.vote(pb::VoteRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     let e = raft
-        .append_entries(pb::Payload { data: vec![] })
+        .append_entries(pb::AppendRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     let header = SnapshotChunk {
         item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
-            vote: vec![],
-            meta: vec![],
+            vote: None,
+            meta: None,
         })),
     };
     let e = raft
@@ -355,9 +357,7 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     );
     let e = c
         .raft_client(4, target)
-        .vote(pb::Payload {
-            data: postcard::to_allocvec(&vote).unwrap(),
-        })
+        .vote(vote.to_pb())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
@@ -386,39 +386,57 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
         quorumlog_raft::types::Vote::new(term + 5, leader),
         None,
     );
-    let payload = pb::Payload {
-        data: postcard::to_allocvec(&vote).unwrap(),
-    };
     let e = c
         .raft_client(as_other, target)
-        .vote(payload)
+        .vote(vote.to_pb())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
+    // A peer of a protocol this node cannot read, or of none, is refused by name.
+    let vote_pb = vote.to_pb();
+    let mut unversioned = pb::raft_client::RaftClient::new(c.channel(leader, target));
+    let e = unversioned.vote(vote_pb).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("quorumlog-protocol"), "{e:?}");
+    let mut future = tonic::Request::new(vote_pb);
+    future.metadata_mut().insert(
+        "quorumlog-protocol",
+        tonic::metadata::MetadataValue::from(99u32),
+    );
+    let e = unversioned.vote(future).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("protocol 99"), "{e:?}");
+
     // Malformed messages from a genuine peer: typed errors, nothing changes.
     let mut peer = c.raft_client(leader, target);
-    for garbage in [vec![], vec![0xff; 3], vec![1, 2, 3, 4, 5, 6, 7, 8, 9]] {
-        let e = peer
-            .append_entries(pb::Payload {
-                data: garbage.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        let e = peer
-            .vote(pb::Payload {
-                data: garbage.clone(),
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-        let e = peer
-            .transfer_leader(pb::Payload { data: garbage })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
-    }
+    let no_vote = pb::AppendRequest {
+        entries: vec![pb::Entry::default()],
+        ..Default::default()
+    };
+    let e = peer.append_entries(no_vote).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let entry_without_payload = pb::AppendRequest {
+        vote: Some(quorumlog_raft::types::Vote::new_committed(term, leader).to_pb()),
+        entries: vec![pb::Entry {
+            log_id: Some(pb::LogId::default()),
+            payload: None,
+        }],
+        ..Default::default()
+    };
+    let e = peer
+        .append_entries(entry_without_payload)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("payload"), "{e:?}");
+    let e = peer.vote(pb::VoteRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = peer
+        .transfer_leader(pb::TransferRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let chunk = |name: &str| SnapshotChunk {
         item: Some(snapshot_chunk::Item::Chunk(pb::FileChunk {
             name: name.into(),
@@ -442,9 +460,8 @@ async fn foreign_certificates_and_malformed_messages_are_rejected() {
     let meta = quorumlog_raft::types::SnapshotMeta::default();
     let good_header = SnapshotChunk {
         item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
-            vote: postcard::to_allocvec(&quorumlog_raft::types::Vote::new_committed(term, leader))
-                .unwrap(),
-            meta: postcard::to_allocvec(&meta).unwrap(),
+            vote: Some(quorumlog_raft::types::Vote::new_committed(term, leader).to_pb()),
+            meta: Some(meta.to_pb()),
         })),
     };
     let e = peer

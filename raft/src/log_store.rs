@@ -9,6 +9,7 @@
 //! flusher thread, which syncs once for everything queued and then fires the callbacks in
 //! submission order.
 
+use crate::codec::{decode, encode, Owned};
 use crate::types::{Entry, IoFlushed, LogId, LogState, TypeConfig, Vote};
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, DB};
@@ -52,14 +53,6 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-pub(crate) fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(io_err)
-}
-
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(b).map_err(io_err)
-}
-
 fn key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -92,10 +85,10 @@ impl LogStore {
             .ok_or_else(|| io_err(format!("column family {name} missing")))
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, k: &[u8]) -> io::Result<Option<T>> {
+    fn get_meta<T: Owned>(&self, k: &[u8]) -> io::Result<Option<T>> {
         match self.db.get_cf(self.cf(CF_META)?, k).map_err(io_err)? {
             None => Ok(None),
-            Some(v) => decode(&v).map(Some),
+            Some(v) => Ok(Some(decode(&v)?)),
         }
     }
 
@@ -207,13 +200,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         // The vote must be on disk before anyone acts on it.
-        self.put_synced(KEY_VOTE, encode(vote)?).await
+        self.put_synced(KEY_VOTE, encode(vote)).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
         // Durable before openraft acts on it: after a restart, entries up to this index are
         // re-applied without waiting for a new leader.
-        self.put_synced(KEY_COMMITTED, encode(&committed)?).await
+        self.put_synced(KEY_COMMITTED, encode(&committed)).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -228,7 +221,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         let cf = self.cf(CF_ENTRIES)?;
         for e in entries {
-            batch.put_cf(cf, key(e.log_id.index), encode(&e)?);
+            batch.put_cf(cf, key(e.log_id.index), encode(&e));
         }
         let db = self.db.clone();
         // Written (unsynced) before returning, so the entries are readable at once.
@@ -250,7 +243,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point first: a crash in between leaves extra entries, never a gap.
         self.db
-            .put_cf(self.cf(CF_META)?, KEY_PURGED, encode(&log_id)?)
+            .put_cf(self.cf(CF_META)?, KEY_PURGED, encode(&log_id))
             .map_err(io_err)?;
         self.db
             .delete_range_cf(self.cf(CF_ENTRIES)?, key(0), key(log_id.index + 1))

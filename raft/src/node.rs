@@ -1,6 +1,7 @@
 //! A running Raft node: storage, openraft, and the gRPC server, plus the operations the
 //! admin service and the application call (propose, membership, leadership, status).
 
+use crate::application::Application;
 use crate::log_store::LogStore;
 use crate::network::client::NetworkFactory;
 use crate::network::pb::{
@@ -8,20 +9,20 @@ use crate::network::pb::{
 };
 use crate::network::server::{AdminService, RaftService};
 use crate::network::tls::{install_crypto_provider, TlsFiles};
-use crate::network::MAX_MESSAGE_BYTES;
-use crate::state_machine::{Application, StateMachine};
+use crate::network::{check_protocol, MAX_MESSAGE_BYTES};
+use crate::state_machine::StateMachine;
 use crate::types::{Command, CommandResult, NodeId, Peer, Raft, RaftConfig, ServerState};
-use futures::future::BoxFuture;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ChangeMembers;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 
 /// Why a write (proposal or membership change) did not happen.
@@ -47,6 +48,9 @@ pub enum StartError {
     /// Storage could not be opened.
     #[error("storage: {0}")]
     Storage(#[from] std::io::Error),
+    /// The data directory is of a format this version cannot read.
+    #[error(transparent)]
+    DataFormat(#[from] crate::data_format::DataFormatError),
     /// The Raft configuration is invalid.
     #[error("raft configuration: {0}")]
     Config(String),
@@ -56,24 +60,6 @@ pub enum StartError {
     /// The gRPC listener could not be set up.
     #[error("gRPC server: {0}")]
     Server(String),
-}
-
-/// The application's handler for requests followers forward to the leader: request bytes
-/// in, reply bytes out (both encoded by the application).
-pub type ForwardFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Vec<u8>> + Send + Sync>;
-
-/// The application's handler for a delivered key (bytes in, a message or a refusal out).
-pub type KeyFn = Arc<dyn Fn(Vec<u8>) -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
-
-/// Application steps around a planned leadership transfer: `before(to)` runs on the
-/// leader before leadership moves (it may refuse the transfer); `after(to, moved)` runs
-/// once the transfer has succeeded (`moved`) or failed.
-#[derive(Clone)]
-pub struct TransferHooks {
-    /// Prepares the transfer; an error refuses it.
-    pub before: Arc<dyn Fn(NodeId) -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
-    /// Finishes it.
-    pub after: Arc<dyn Fn(NodeId, bool) -> BoxFuture<'static, ()> + Send + Sync>,
 }
 
 /// How far (in log entries) a transfer target may trail the leader.
@@ -105,9 +91,7 @@ struct NodeInner {
     id: NodeId,
     raft: Raft,
     sm: StateMachine,
-    forwarder: OnceLock<ForwardFn>,
-    key_handler: OnceLock<KeyFn>,
-    transfer_hooks: OnceLock<TransferHooks>,
+    app: Arc<dyn Application>,
     network: NetworkFactory,
     /// Leader changes this node has seen, oldest first (node-local, not replicated).
     leader_changes: Mutex<VecDeque<LeaderChange>>,
@@ -157,32 +141,14 @@ impl NodeHandle {
         &self.0.raft
     }
 
-    /// Installs the handler for requests forwarded by followers (the admin `Forward` call).
-    pub fn set_forward_handler(&self, f: ForwardFn) {
-        let _ = self.0.forwarder.set(f);
+    pub(crate) fn app(&self) -> &Arc<dyn Application> {
+        &self.0.app
     }
 
-    pub(crate) fn forward_handler(&self) -> Option<ForwardFn> {
-        self.0.forwarder.get().cloned()
-    }
-
-    /// Installs the handler for delivered keys (the admin `DeliverKey` call).
-    pub fn set_key_handler(&self, f: KeyFn) {
-        let _ = self.0.key_handler.set(f);
-    }
-
-    pub(crate) fn key_handler(&self) -> Option<KeyFn> {
-        self.0.key_handler.get().cloned()
-    }
-
-    /// Installs the application's steps around a planned leadership transfer.
-    pub fn set_transfer_hooks(&self, h: TransferHooks) {
-        let _ = self.0.transfer_hooks.set(h);
-    }
-
-    /// Delivers `key` to member `to` over the cluster's mutually authenticated channel (the
-    /// client checks it reached that node's certificate).
-    pub async fn deliver_key(&self, to: NodeId, key: Vec<u8>) -> Result<String, WriteError> {
+    /// Sends an application hand-over `payload` to member `to` (see
+    /// [`Application::receive_handover`]) over the cluster's mutually authenticated channel
+    /// (the client checks it reached that node's certificate).
+    pub async fn hand_over(&self, to: NodeId, payload: Vec<u8>) -> Result<String, WriteError> {
         let m = self.0.raft.metrics().borrow_watched().clone();
         let peer = m
             .membership_config
@@ -196,14 +162,14 @@ impl NodeHandle {
             .channel(to, &peer.raft_addr)
             .map_err(WriteError::Rejected)?;
         let mut client = crate::network::pb::admin_client::AdminClient::new(channel);
-        let mut req = tonic::Request::new(crate::network::pb::KeyDelivery {
-            key,
+        let mut req = tonic::Request::new(crate::network::pb::HandoverRequest {
+            payload,
             from: self.0.id,
             to,
         });
         req.set_timeout(Duration::from_secs(5));
         client
-            .deliver_key(req)
+            .handover(req)
             .await
             .map(|r| r.into_inner().message)
             .map_err(|s| WriteError::Rejected(format!("node {to}: {}", s.message())))
@@ -489,7 +455,8 @@ impl NodeHandle {
 
     /// Moves leadership to `to` and waits (up to 10 s) until it has taken over. Refused if
     /// `to` is not a voter or trails the leader by more than 1000 entries. The
-    /// application's transfer hooks run before (and may refuse) and after.
+    /// application's [`Application::before_transfer`] runs first (and may refuse), its
+    /// [`Application::after_transfer`] last.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<String, WriteError> {
         self.require_leader()?;
         if to == self.0.id {
@@ -518,10 +485,10 @@ impl NodeHandle {
                 "node {to} is not caught up (has entry {matched}, the leader {last}); retry when it is"
             )));
         }
-        let hooks = self.0.transfer_hooks.get().cloned();
-        if let Some(h) = &hooks {
-            (h.before)(to).await.map_err(WriteError::Rejected)?;
-        }
+        let app = self.0.app.clone();
+        app.before_transfer(self, to)
+            .await
+            .map_err(|r| WriteError::Rejected(r.0))?;
         let moved = async {
             self.0
                 .raft
@@ -537,9 +504,7 @@ impl NodeHandle {
                 .map_err(|e| WriteError::Rejected(e.to_string()))
         }
         .await;
-        if let Some(h) = &hooks {
-            (h.after)(to, moved.is_ok()).await;
-        }
+        app.after_transfer(self, to, moved.is_ok()).await;
         moved.map(|_| format!("node {to} is now the leader"))
     }
 }
@@ -660,9 +625,9 @@ impl Node {
     /// asked to and never initialised.
     pub async fn start(opts: NodeOptions, app: Arc<dyn Application>) -> Result<Node, StartError> {
         install_crypto_provider();
-        std::fs::create_dir_all(&opts.data_dir)?;
+        crate::data_format::check_or_init(&opts.data_dir)?;
         let log = LogStore::open(&opts.data_dir.join("raft-log"))?;
-        let sm = StateMachine::open(&opts.data_dir, app)?;
+        let sm = StateMachine::open(&opts.data_dir, app.clone())?;
         let read_lease = Duration::from_millis(2 * opts.raft.election_timeout_max);
         let config = Arc::new(
             opts.raft
@@ -678,9 +643,7 @@ impl Node {
             id: opts.id,
             raft: raft.clone(),
             sm,
-            forwarder: OnceLock::new(),
-            key_handler: OnceLock::new(),
-            transfer_hooks: OnceLock::new(),
+            app,
             network: network.clone(),
             leader_changes: Mutex::default(),
             caught_up: AtomicBool::new(false),
@@ -698,11 +661,12 @@ impl Node {
         let router = Server::builder()
             .tls_config(tls.server())
             .map_err(|e| StartError::Server(e.to_string()))?
-            .add_service(
+            .add_service(InterceptedService::new(
                 RaftServer::new(RaftService::new(handle.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            )
+                check_protocol,
+            ))
             .add_service(
                 AdminServer::new(AdminService::new(handle.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -5,12 +5,12 @@
 //! Layout under the node's data directory:
 //!
 //! ```text
-//! snapshots/snap-<index>-<term>-<leader>/meta   postcard SnapshotMeta
+//! snapshots/snap-<index>-<term>-<leader>/meta   protobuf SnapshotMeta (codec.rs)
 //! snapshots/snap-<index>-<term>-<leader>/db/    RocksDB checkpoint (flat list of files)
 //! snapshots/incoming-<n>/                       a transfer in progress
 //! ```
 
-use crate::log_store::{decode, encode};
+use crate::codec::{decode, encode};
 use crate::types::SnapshotMeta;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -229,7 +229,7 @@ impl SnapshotStore {
             // Re-installing the snapshot we already hold (openraft does so at startup).
             return Ok(SnapshotDir { path: dest });
         }
-        write_atomic(&dir.join("meta"), &encode(meta)?)?;
+        write_atomic(&dir.join("meta"), &encode(meta))?;
         sync_dir_tree(dir)?;
         if dest.exists() {
             fs::remove_dir_all(&dest)?;

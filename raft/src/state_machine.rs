@@ -1,4 +1,4 @@
-//! openraft's state machine over an [`Application`] that keeps its state in RocksDB.
+//! openraft's state machine over an [`Application`](crate::Application) that keeps its state in RocksDB.
 //!
 //! Each applied chunk of entries is one RocksDB write batch holding the application's
 //! changes together with `last_applied` and the membership, so a crash can never separate
@@ -6,11 +6,12 @@
 //! switches the node to a new database directory ("generation") named by an `ACTIVE` file
 //! that is replaced atomically, so a crash mid-install leaves the old state intact.
 
-use crate::log_store::{decode, encode};
+use crate::application::Application;
+use crate::codec::{decode, encode};
 use crate::snapshot::{clone_checkpoint, write_atomic, SnapshotDir, SnapshotStore};
 use crate::types::{
-    Command, CommandResult, EntryPayload, EntryResponder, LogId, Snapshot, SnapshotMeta,
-    StoredMembership, TypeConfig,
+    CommandResult, EntryPayload, EntryResponder, LogId, Snapshot, SnapshotMeta, StoredMembership,
+    TypeConfig,
 };
 use futures::{FutureExt, Stream, TryStreamExt};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -26,28 +27,6 @@ const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 /// Most entries applied in one RocksDB write.
 const APPLY_CHUNK: usize = 256;
-
-/// The replicated application: what the commands mean and where their effects live.
-pub trait Application: Send + Sync + 'static {
-    /// Column families the application keeps in the state database.
-    fn column_families(&self) -> Vec<ColumnFamilyDescriptor>;
-    /// Database-wide options the application's column families need.
-    fn db_options(&self) -> Options;
-    /// Binds to the state database, at startup and again after a snapshot install.
-    fn attach(&self, db: Arc<DB>) -> io::Result<()>;
-    /// Applies `commands` in log order and calls `meta` exactly once, into the last write
-    /// to the attached database. Several writes are allowed only if applying the same
-    /// commands again after a crash between them changes nothing. Returns one result per
-    /// command. Must be deterministic: every node applies the same commands.
-    fn apply(
-        &self,
-        commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
-    ) -> io::Result<Vec<CommandResult>>;
-    /// The application's status for `NodeStatus.app_status`, in its own encoding (the raft
-    /// layer passes it through without reading it).
-    fn status(&self) -> Vec<u8>;
-}
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -114,8 +93,8 @@ fn meta_writer<'a>(
     membership: &StoredMembership,
 ) -> io::Result<impl FnMut(&mut WriteBatch) + 'a> {
     let cf = db.cf_handle(CF_SM_META).ok_or_else(|| io_err("sm_meta"))?;
-    let applied = encode(&applied)?;
-    let membership = encode(membership)?;
+    let applied = encode(&applied);
+    let membership = encode(membership);
     Ok(move |b: &mut WriteBatch| {
         b.put_cf(cf, KEY_APPLIED, &applied);
         b.put_cf(cf, KEY_MEMBERSHIP, &membership);

@@ -45,6 +45,10 @@ openraft::declare_raft_types!(
 
 /// A node id.
 pub type NodeId = u64;
+/// A leader's identity in a vote: term and node.
+pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;
+/// A leader's identity in a log id (the same, in openraft's advanced leader-id mode).
+pub type CommittedLeaderId = LeaderId;
 /// openraft's node handle, with the state machine type fixed.
 pub type Raft = openraft::Raft<TypeConfig, crate::state_machine::StateMachine>;
 /// Position of an entry in the Raft log.
@@ -53,6 +57,8 @@ pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 /// A vote (term, candidate or leader, committed flag).
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// The voter sets and the members' addresses.
+pub type Membership = openraft::Membership<NodeId, Peer>;
 /// Membership with the log id that introduced it.
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// Snapshot metadata.
@@ -92,6 +98,8 @@ pub mod msg {
     pub type TransferLeaderRequest = openraft::raft::TransferLeaderRequest<TypeConfig>;
     /// Leadership transfer response.
     pub type TransferLeaderResponse = openraft::raft::TransferLeaderResponse<TypeConfig>;
+    /// Why a transfer target refused.
+    pub type TransferLeaderError = openraft::raft::TransferLeaderError<TypeConfig>;
 }
 /// Errors openraft returns.
 pub mod err {

@@ -3,8 +3,11 @@
 
 pub mod add_leaf;
 pub mod dns;
+pub mod domain;
 pub mod ops;
 pub mod public;
+pub mod public_suffix;
 pub mod rate_limit;
 pub mod server;
 pub mod status_page;
+pub mod submit_token;

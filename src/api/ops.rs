@@ -1,7 +1,7 @@
 //! The ops listener: `/metrics` (Prometheus text format) and `/health`.
 
 use super::public::text;
-use crate::metrics::{Metrics, RaftGauges};
+use crate::metrics::{Metrics, RaftGauges, CONTENT_TYPE};
 use crate::replicated::LeafState;
 use crate::status::RaftRole;
 use axum::extract::State;
@@ -11,7 +11,6 @@ use axum::routing::get;
 use axum::Router;
 use quorumlog_raft::network::pb::Role;
 use quorumlog_raft::NodeHandle;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What the ops handlers read.
@@ -44,7 +43,7 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
         signed_size: ops.state.signed_head().map_or(0, |h| h.size),
     };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
         ops.metrics.render(&gauges),
     )
         .into_response()
@@ -55,7 +54,7 @@ async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
 async fn health(State(ops): State<Arc<Ops>>) -> Response {
     let s = ops.node.status();
     let published = ops.state.published_head().map(|h| h.head.size);
-    let publishing = ops.metrics.publishing.load(Ordering::Relaxed) == 1;
+    let publishing = ops.metrics.is_publishing();
     let detail = format!(
         "role={} leader={} term={} published_size={} publishing={publishing}",
         RaftRole::of(&s).as_str(),

@@ -16,6 +16,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use quorumlog_raft::NodeHandle;
 use std::sync::Arc;
 
 /// Largest add-leaf body accepted; a valid one is under 300 bytes.
@@ -27,6 +28,8 @@ pub struct PublicApi {
     pub state: Arc<LeafState>,
     /// add-leaf.
     pub submitter: Arc<Submitter>,
+    /// The node: whether it leads, is caught up, is in touch with the leader.
+    pub node: NodeHandle,
     /// Most leaves per get-leaves answer.
     pub max_range: u64,
 }
@@ -131,13 +134,13 @@ async fn add_leaf(
             return bad("the sigsum-token header is not ASCII").into_response();
         }
     };
-    let answer = api.submitter.submit(&body, token).await;
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let outcome = api.submitter.submit(&api.node, &body, token).await;
+    let status = outcome.http_status();
     if status.is_success() {
         // sigsum-go refuses a 200 with a body.
         status.into_response()
     } else {
-        text(status, answer.message)
+        text(status, outcome.message().to_string())
     }
 }
 
@@ -160,7 +163,7 @@ fn published(api: &PublicApi) -> Result<(Arc<MerkleStore>, u64), ApiError> {
 /// knows that no larger head exists; any other node may simply be behind (the client got
 /// the size from a node further ahead), so it answers with a retryable 503.
 fn beyond_published(api: &PublicApi, what: &str, value: u64, published: u64) -> ApiError {
-    let node = &api.submitter.node;
+    let node = &api.node;
     if node.raft().is_leader() && node.in_contact_with_leader() {
         bad(format!(
             "{what} {value} is beyond the published tree head (size {published})"
@@ -184,7 +187,7 @@ async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, Ap
     // A learner replaying the log, or a removed node, holds an older published head than
     // the one this address served before (a wiped node re-added under its old name starts
     // again from size 0): it must not present that as the log's current head.
-    let node = &api.submitter.node;
+    let node = &api.node;
     if !node.is_voter() {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use quorumlog_raft::network::client::connect_lazy;
 use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::{
-    AddNodeRequest, KeyDelivery, NodeStatus, RemoveNodeRequest, StatusRequest,
+    AddNodeRequest, HandoverRequest, NodeStatus, RemoveNodeRequest, StatusRequest,
     TransferLeaderRequest,
 };
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
@@ -279,8 +279,8 @@ pub async fn admin(
                 .find(|m| m.id == target)
                 .ok_or_else(|| anyhow!("node {target} is not a member"))?;
             let reply = connect_admin(&tls, target, &member.raft_addr)?
-                .deliver_key(with_timeout(KeyDelivery {
-                    key: signer.seed().to_vec(),
+                .handover(with_timeout(HandoverRequest {
+                    payload: signer.seed().to_vec(),
                     from: 0,
                     to: target,
                 }))

@@ -8,6 +8,7 @@ use crate::api::public::{self, PublicApi};
 use crate::api::rate_limit::RateLimiter;
 use crate::api::server::{self, HttpLimits};
 use crate::api::status_page::{self, StatusSource};
+use crate::app::LogApplication;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::publish::custody::{Custody, KeySlot};
@@ -136,24 +137,27 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         bootstrap: cfg.node.bootstrap.then(|| cfg.members()),
     };
     let state = Arc::new(LeafState::new(cfg.log_public_key()));
-    let node = Node::start(opts, state.clone())
-        .await
-        .with_context(|| format!("starting node {}", cfg.node.id))?;
-    let handle = node.handle().clone();
     let metrics = Arc::new(Metrics::default());
-    let gc = GroupCommit::start(handle.clone(), cfg.batch_config(), metrics.clone());
-
+    let (group_commit, batcher) = GroupCommit::new(cfg.batch_config(), metrics.clone());
     let submitter = Arc::new(Submitter {
-        node: handle.clone(),
         state: state.clone(),
-        group_commit: gc,
+        group_commit,
         limiter: setup.limiter,
         resolver: setup.resolver,
         allow_test_domain: cfg.rate_limit.allow_test_domain,
         wait: Duration::from_millis(cfg.api.add_leaf_wait_ms),
         metrics: metrics.clone(),
     });
-    handle.set_forward_handler(submitter.clone().forward_handler());
+    let app = Arc::new(LogApplication {
+        state: state.clone(),
+        submitter: submitter.clone(),
+        keys: setup.keys.clone(),
+    });
+    let node = Node::start(opts, app)
+        .await
+        .with_context(|| format!("starting node {}", cfg.node.id))?;
+    let handle = node.handle().clone();
+    batcher.run(handle.clone());
 
     let witnesses = setup.policy.map(|p| p.witnesses).unwrap_or_default();
     let status_source = Arc::new(StatusSource {
@@ -173,8 +177,6 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             "no signing key: this node publishes no tree heads until one is loaded"
         );
     }
-    handle.set_key_handler(setup.keys.clone().key_handler());
-    handle.set_transfer_hooks(setup.keys.clone().transfer_hooks(handle.clone()));
     let publish = PublishConfig {
         interval: Duration::from_millis(cfg.publish.interval_ms),
         witness_timeout: Duration::from_millis(
@@ -212,6 +214,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             Arc::new(PublicApi {
                 state: state.clone(),
                 submitter,
+                node: handle.clone(),
                 max_range: cfg.api.max_range,
             }),
             &cfg.api.url_prefix,

@@ -4,13 +4,13 @@
 //! are available at any size up to the current one, because they are built only from
 //! perfect subtrees, which never change once complete.
 
-mod hash;
 mod proof;
 mod store;
 mod tile;
 
-pub use hash::{empty_root, leaf_hash, node_hash, Hash};
-pub use proof::{verify_consistency, verify_inclusion, VerifyError};
+pub use quorumlog_sigsum::merkle::{
+    empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Hash, VerifyError,
+};
 pub use store::{AppendOutcome, MerkleError, MerkleStore, CF_LEAF_INDEX, CF_META, CF_TILES};
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! The RFC 6962 tree persisted in RocksDB: appends, roots at any size, proofs, and the
 //! leaf-hash index.
 
-use super::hash::{empty_root, node_hash, Hash};
 use super::proof::{self, NodeSource};
 use super::tile::{self, TileId, TILE_BYTES, TILE_HEIGHT, TILE_WIDTH};
+use quorumlog_sigsum::merkle::{empty_root, node_hash, Hash};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, DBPinnableSlice, Options,
     WriteBatch, DB,

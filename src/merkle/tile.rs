@@ -17,7 +17,7 @@
 //! complete and after every 16 operands (reads merge its operands); upper tiles, which
 //! change once per 256 nodes below them, are always written whole.
 
-use super::hash::Hash;
+use quorumlog_sigsum::merkle::Hash;
 
 /// Tree levels per tile (each tile spans `TILE_HEIGHT` levels below its root).
 pub(crate) const TILE_HEIGHT: u32 = 8;

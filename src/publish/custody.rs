@@ -13,8 +13,9 @@
 
 use super::signer::LogSigner;
 use crate::sigsum::crypto::PublicKey;
+use crate::status::Publishing;
 use quorumlog_raft::types::NodeId;
-use quorumlog_raft::{KeyFn, NodeHandle, TransferHooks};
+use quorumlog_raft::{NodeHandle, Refusal};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,12 +33,14 @@ pub enum Custody {
     Handoff,
 }
 
-/// The signing key slot of one node, shared by the publisher, the key handler and the
-/// transfer hooks.
+/// The signing key slot of one node, shared by the publisher, the hand-over and the steps
+/// around a transfer. Everything in it is node-local: none of it is replicated.
 pub struct KeySlot {
     custody: Custody,
     public_key: PublicKey,
     key: RwLock<Option<Arc<LogSigner>>>,
+    /// What the publisher found at its last tick (shown in status).
+    publishing: RwLock<Publishing>,
     paused: AtomicBool,
     /// Held for the whole of a publication round; a transfer takes it to wait one out.
     round: tokio::sync::Mutex<()>,
@@ -51,6 +54,7 @@ impl KeySlot {
             custody,
             public_key,
             key: RwLock::new(key.map(Arc::new)),
+            publishing: RwLock::new(Publishing::Starting),
             paused: AtomicBool::new(false),
             round: tokio::sync::Mutex::new(()),
             handed_off_marker: None,
@@ -83,6 +87,15 @@ impl KeySlot {
         self.key.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether this node publishes, as of the publisher's last tick.
+    pub fn publishing(&self) -> Publishing {
+        *self.publishing.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_publishing(&self, p: Publishing) {
+        *self.publishing.write().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+
     /// Whether publication is paused for a transfer.
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
@@ -98,11 +111,11 @@ impl KeySlot {
     }
 
     /// Takes a delivered key (32-byte seed), or forgets the key if `seed` is empty.
-    pub fn deliver(&self, seed: &[u8]) -> Result<String, String> {
+    pub fn deliver(&self, seed: &[u8]) -> Result<String, Refusal> {
         if self.custody != Custody::Handoff {
-            return Err(
+            return Err(Refusal(
                 "key custody is `file` here: every node reads the key file; nothing to load".into(),
-            );
+            ));
         }
         if seed.is_empty() {
             self.set(None);
@@ -111,11 +124,13 @@ impl KeySlot {
         }
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
             seed.try_into()
-                .map_err(|_| "a signing key is a 32-byte Ed25519 seed".to_string())?,
+                .map_err(|_| Refusal("a signing key is a 32-byte Ed25519 seed".into()))?,
         );
         let signer = LogSigner::from_seed(&seed);
         if signer.public_key() != self.public_key {
-            return Err("that key is not this log's key (its public key differs)".into());
+            return Err(Refusal(
+                "that key is not this log's key (its public key differs)".into(),
+            ));
         }
         self.set(Some(signer));
         // Holding the key again, this node's key file may serve it after a restart.
@@ -130,68 +145,56 @@ impl KeySlot {
         Ok("signing key loaded; this node publishes while it leads".into())
     }
 
-    /// The handler for the admin `DeliverKey` call.
-    pub fn key_handler(self: Arc<Self>) -> KeyFn {
-        Arc::new(move |seed| {
-            let slot = self.clone();
-            // The received copy is wiped once read.
-            let seed = Zeroizing::new(seed);
-            Box::pin(async move { slot.deliver(&seed) })
-        })
+    /// Takes a hand-over (the `Handover` call): a key from the leader or an operator, or
+    /// an empty payload to forget the key. The received copy is wiped once read.
+    pub fn receive_handover(&self, payload: Vec<u8>) -> Result<String, Refusal> {
+        let seed = Zeroizing::new(payload);
+        self.deliver(&seed)
     }
 
-    /// The steps the leader takes around a planned transfer to node `to`.
-    pub fn transfer_hooks(self: Arc<Self>, node: NodeHandle) -> TransferHooks {
-        let slot = self.clone();
-        let before_node = node.clone();
-        let before = Arc::new(move |to: NodeId| {
-            let slot = slot.clone();
-            let node = before_node.clone();
-            Box::pin(async move {
-                slot.paused.store(true, Ordering::SeqCst);
-                drop(slot.round.lock().await);
-                if slot.custody == Custody::Handoff {
-                    if let Some(key) = slot.get() {
-                        if let Err(e) = node.deliver_key(to, key.seed().to_vec()).await {
-                            slot.paused.store(false, Ordering::SeqCst);
-                            return Err(format!("handing the signing key to node {to}: {e}"));
-                        }
-                        tracing::info!(to, "signing key handed over");
-                    } else {
-                        tracing::warn!(to, "transfer without a signing key to hand over");
-                    }
+    /// The leader's step before a planned transfer to node `to`: stop publishing, let a
+    /// round in progress finish, and (custody `handoff`) hand the key to `to`.
+    pub async fn before_transfer(&self, node: &NodeHandle, to: NodeId) -> Result<(), Refusal> {
+        self.paused.store(true, Ordering::SeqCst);
+        drop(self.round.lock().await);
+        if self.custody == Custody::Handoff {
+            if let Some(key) = self.get() {
+                if let Err(e) = node.hand_over(to, key.seed().to_vec()).await {
+                    self.paused.store(false, Ordering::SeqCst);
+                    return Err(Refusal(format!(
+                        "handing the signing key to node {to}: {e}"
+                    )));
                 }
-                Ok(())
-            }) as futures::future::BoxFuture<'static, Result<(), String>>
-        });
-        let slot = self;
-        let after = Arc::new(move |to: NodeId, moved: bool| {
-            let slot = slot.clone();
-            let node = node.clone();
-            Box::pin(async move {
-                if slot.custody == Custody::Handoff && slot.get().is_some() {
-                    // The wait for the target to lead can time out and the target still
-                    // take over a moment later: only a node that still leads takes the key
-                    // back; if the target leads, it keeps the key and this node forgets it.
-                    let target_leads = node.leader().is_some_and(|(id, _)| id == to);
-                    if moved || target_leads {
-                        slot.set(None);
-                        slot.mark_handed_off();
-                        tracing::info!(to, "signing key forgotten after the transfer");
-                    } else if node.raft().is_leader() {
-                        if let Err(e) = node.deliver_key(to, Vec::new()).await {
-                            // The target keeps a copy; it publishes only if it ever leads.
-                            tracing::warn!(to, error = %e, "could not take the key back");
-                        }
-                    } else {
-                        // A third node leads: both copies stay; whichever leads publishes.
-                        tracing::warn!(to, "transfer ended with another leader; keeping the key");
-                    }
+                tracing::info!(to, "signing key handed over");
+            } else {
+                tracing::warn!(to, "transfer without a signing key to hand over");
+            }
+        }
+        Ok(())
+    }
+
+    /// The old leader's step once the transfer to `to` has ended (`moved`: in time).
+    pub async fn after_transfer(&self, node: &NodeHandle, to: NodeId, moved: bool) {
+        if self.custody == Custody::Handoff && self.get().is_some() {
+            // The wait for the target to lead can time out and the target still take over
+            // a moment later: only a node that still leads takes the key back; if the
+            // target leads, it keeps the key and this node forgets it.
+            let target_leads = node.leader().is_some_and(|(id, _)| id == to);
+            if moved || target_leads {
+                self.set(None);
+                self.mark_handed_off();
+                tracing::info!(to, "signing key forgotten after the transfer");
+            } else if node.raft().is_leader() {
+                if let Err(e) = node.hand_over(to, Vec::new()).await {
+                    // The target keeps a copy; it publishes only if it ever leads.
+                    tracing::warn!(to, error = %e, "could not take the key back");
                 }
-                slot.paused.store(false, Ordering::SeqCst);
-            }) as futures::future::BoxFuture<'static, ()>
-        });
-        TransferHooks { before, after }
+            } else {
+                // A third node leads: both copies stay; whichever leads publishes.
+                tracing::warn!(to, "transfer ended with another leader; keeping the key");
+            }
+        }
+        self.paused.store(false, Ordering::SeqCst);
     }
 }
 
@@ -208,6 +211,7 @@ mod tests {
         assert!(slot
             .deliver(&[5; 32])
             .unwrap_err()
+            .0
             .contains("not this log's key"));
         slot.deliver(&[4; 32]).unwrap();
         assert_eq!(slot.get().unwrap().public_key(), signer.public_key());
@@ -217,6 +221,7 @@ mod tests {
         assert!(file
             .deliver(&[4; 32])
             .unwrap_err()
+            .0
             .contains("custody is `file`"));
     }
 }

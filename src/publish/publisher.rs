@@ -23,7 +23,6 @@ use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
 use crate::status::Publishing;
 use quorumlog_raft::{NodeHandle, WriteError};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
@@ -70,9 +69,7 @@ pub fn start(
         loop {
             ticker.tick().await;
             let signer = keys.get();
-            metrics
-                .signing_key_loaded
-                .store(u64::from(signer.is_some()), Ordering::Relaxed);
+            metrics.set_signing_key_loaded(signer.is_some());
             let leader = node.raft().is_leader();
             let publishing = match (&signer, leader, keys.paused()) {
                 (_, false, _) => Publishing::Follower,
@@ -80,9 +77,9 @@ pub fn start(
                 (Some(_), true, true) => Publishing::TransferInProgress,
                 (Some(_), true, false) => Publishing::Publishing,
             };
-            state.set_publishing(publishing, signer.is_some());
+            keys.set_publishing(publishing);
             let Some(signer) = signer.filter(|_| leader && !keys.paused()) else {
-                metrics.publishing.store(0, Ordering::Relaxed);
+                metrics.set_publishing(false);
                 witness_sizes.clear();
                 continue;
             };
@@ -90,7 +87,7 @@ pub fn start(
             if keys.paused() {
                 continue;
             }
-            metrics.publishing.store(1, Ordering::Relaxed);
+            metrics.set_publishing(true);
             round_no += 1;
             let span = tracing::info_span!("publish_round", round = round_no);
             let r = round(

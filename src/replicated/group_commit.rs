@@ -58,15 +58,37 @@ pub struct GroupCommit {
     max_leaves: usize,
 }
 
+/// The batching task, not yet running: it needs the node, and the node needs the
+/// application (which holds the [`GroupCommit`]) to start.
+pub struct Batcher {
+    rx: mpsc::Receiver<Pending>,
+    config: BatchConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl Batcher {
+    /// Starts batching proposals into `node`'s log; proposals made before wait for this.
+    pub fn run(self, node: NodeHandle) {
+        tokio::spawn(collect(node, self.config, self.rx, self.metrics));
+    }
+}
+
 impl GroupCommit {
-    /// Starts the task that batches proposals for `node`.
-    pub fn start(node: NodeHandle, config: BatchConfig, metrics: Arc<Metrics>) -> GroupCommit {
+    /// A group commit and the task that will batch its proposals.
+    pub fn new(config: BatchConfig, metrics: Arc<Metrics>) -> (GroupCommit, Batcher) {
         let (tx, rx) = mpsc::channel(65_536);
-        tokio::spawn(collect(node, config, rx, metrics));
-        GroupCommit {
+        let gc = GroupCommit {
             tx,
             max_leaves: config.max_leaves,
-        }
+        };
+        (
+            gc,
+            Batcher {
+                rx,
+                config,
+                metrics,
+            },
+        )
     }
 
     /// Commits `leaves` and returns their indexes, in order, once they are committed by a
@@ -141,9 +163,6 @@ async fn commit(node: NodeHandle, batch: Vec<Pending>, metrics: Arc<Metrics>) {
     tracing::debug!(ok = result.is_ok(), "batch committed");
     if result.is_ok() {
         metrics.batch_committed(leaves.len(), started.elapsed());
-        metrics
-            .leaves_appended
-            .fetch_add(leaves.len() as u64, std::sync::atomic::Ordering::Relaxed);
     }
     let mut indexes = result.map(|v| v.into_iter());
     for p in batch {

@@ -10,5 +10,5 @@ pub use command::{
     decode, decode_leaves, decode_result, encode, encode_leaves, encode_result, ApplyOutcome,
     LogCommand,
 };
-pub use group_commit::{BatchConfig, GroupCommit, ProposeError};
+pub use group_commit::{BatchConfig, Batcher, GroupCommit, ProposeError};
 pub use state::LeafState;

@@ -12,7 +12,6 @@ use crate::sigsum::leaf::TreeLeaf;
 use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
 use crate::status::{NodeAppStatus, PublishedHead, Publishing};
 use quorumlog_raft::types::{Command, CommandResult};
-use quorumlog_raft::Application;
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use std::collections::HashSet;
 use std::io;
@@ -36,26 +35,17 @@ pub struct LeafState {
     log_key: PublicKey,
     tree: RwLock<Option<Arc<MerkleStore>>>,
     heads: RwLock<Heads>,
-    /// Whether this node publishes and holds the key (node-local, set by the publisher
-    /// each tick, shown in status; never written to the database).
-    publishing: RwLock<(Publishing, bool)>,
 }
 
 impl LeafState {
     /// An empty state for the log with key `log_key`, bound to a database by
-    /// [`Application::attach`].
+    /// [`LeafState::attach`].
     pub fn new(log_key: PublicKey) -> LeafState {
         LeafState {
             log_key,
             tree: RwLock::default(),
             heads: RwLock::default(),
-            publishing: RwLock::new((Publishing::Starting, false)),
         }
-    }
-
-    /// Records whether this node publishes and holds the signing key (shown in status).
-    pub fn set_publishing(&self, publishing: Publishing, key_loaded: bool) {
-        *self.publishing.write().unwrap_or_else(|e| e.into_inner()) = (publishing, key_loaded);
     }
 
     /// The log's public key.
@@ -263,8 +253,9 @@ impl LeafState {
     }
 }
 
-impl Application for LeafState {
-    fn column_families(&self) -> Vec<ColumnFamilyDescriptor> {
+/// The state machine the node's [`crate::app::LogApplication`] runs.
+impl LeafState {
+    pub fn column_families(&self) -> Vec<ColumnFamilyDescriptor> {
         let mut cfs = MerkleStore::column_families();
         let mut leaves = Options::default();
         // Signatures and hashes do not compress; trying costs CPU at every flush. A
@@ -276,11 +267,11 @@ impl Application for LeafState {
         cfs
     }
 
-    fn db_options(&self) -> Options {
+    pub fn db_options(&self) -> Options {
         MerkleStore::db_options()
     }
 
-    fn attach(&self, db: Arc<DB>) -> io::Result<()> {
+    pub fn attach(&self, db: Arc<DB>) -> io::Result<()> {
         let heads = Self::load_heads(&db)?;
         let tree = MerkleStore::new(db).map_err(io::Error::other)?;
         *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tree));
@@ -292,7 +283,7 @@ impl Application for LeafState {
     /// its own write, so it is checked against the tree as it stands at its place in the
     /// log. Raft's metadata goes into the last write; if a crash comes between writes, the
     /// entries are applied again, which changes nothing (leaves deduplicate, heads repeat).
-    fn apply(
+    pub fn apply(
         &self,
         commands: &[&Command],
         meta: &mut dyn FnMut(&mut WriteBatch),
@@ -339,8 +330,8 @@ impl Application for LeafState {
         Ok(results)
     }
 
-    fn status(&self) -> Vec<u8> {
-        let (publishing, key_loaded) = *self.publishing.read().unwrap_or_else(|e| e.into_inner());
+    /// This node's status, with the node-local facts about publication it is given.
+    pub fn status(&self, publishing: Publishing, key_loaded: bool) -> NodeAppStatus {
         let tree = self.tree();
         let tree_size = tree.as_ref().map_or(0, |t| t.size());
         let root_hash = tree
@@ -354,7 +345,6 @@ impl Application for LeafState {
             publishing,
             key_loaded,
         }
-        .encode()
     }
 }
 

@@ -19,12 +19,14 @@ use quorumlog_raft::network::pb::admin_client::AdminClient;
 use quorumlog_raft::network::pb::raft_client::RaftClient;
 use quorumlog_raft::network::pb::{NodeStatus, StatusRequest};
 use quorumlog_raft::network::tls::{install_crypto_provider, TlsFiles};
+use quorumlog_raft::network::ProtocolHeader;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_quorumlog");
@@ -308,8 +310,13 @@ impl Handle {
         .unwrap()
     }
 
-    pub fn raft_client(&self, as_node: u64, to: u64) -> RaftClient<Channel> {
-        RaftClient::new(self.channel(as_node, to))
+    /// A Raft client as node `as_node`, sending this version's protocol header.
+    pub fn raft_client(
+        &self,
+        as_node: u64,
+        to: u64,
+    ) -> RaftClient<InterceptedService<Channel, ProtocolHeader>> {
+        RaftClient::with_interceptor(self.channel(as_node, to), ProtocolHeader)
     }
 
     pub async fn status(&self, id: u64) -> Result<NodeStatus, tonic::Status> {

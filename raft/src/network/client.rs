@@ -3,8 +3,8 @@
 
 use super::pb::{self, raft_client::RaftClient, snapshot_chunk, SnapshotChunk};
 use super::tls::TlsFiles;
-use super::{MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
-use crate::log_store::{decode, encode};
+use super::{ProtocolHeader, MAX_MESSAGE_BYTES, SNAPSHOT_CHUNK_BYTES};
+use crate::codec::Owned;
 use crate::snapshot::{read_file_chunks, ManifestBuilder, SnapshotDir};
 use crate::types::err::{NetworkError, RpcError, StreamingError, Unreachable};
 use crate::types::msg::{
@@ -21,6 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -81,7 +82,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             stream_failures: self.stream_failures.clone(),
             client: self.channel(target, &node.raft_addr).map(|ch| {
-                RaftClient::new(ch)
+                RaftClient::with_interceptor(ch, ProtocolHeader)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES)
             }),
@@ -89,10 +90,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     }
 }
 
+/// A Raft client that sends the protocol header on every call.
+type PeerRaftClient = RaftClient<InterceptedService<Channel, ProtocolHeader>>;
+
 /// openraft's connection to one peer.
 pub struct PeerClient {
     target: NodeId,
-    client: Result<RaftClient<Channel>, String>,
+    client: Result<PeerRaftClient, String>,
     stream_failures: Arc<Mutex<HashMap<NodeId, u32>>>,
 }
 
@@ -131,14 +135,9 @@ fn status_to_rpc(s: tonic::Status) -> RpcError {
     }
 }
 
-fn decode_rpc<T: serde::de::DeserializeOwned>(p: pb::Payload) -> Result<T, RpcError> {
-    decode(&p.data).map_err(|e| RpcError::Network(NetworkError::new(&e)))
-}
-
-fn payload<T: serde::Serialize>(v: &T) -> Result<pb::Payload, RpcError> {
-    Ok(pb::Payload {
-        data: encode(v).map_err(|e| RpcError::Network(NetworkError::new(&e)))?,
-    })
+/// A peer's answer as openraft's type; one that does not convert is a network error.
+fn convert<T: Owned>(pb: T::Pb) -> Result<T, RpcError> {
+    T::from_pb(pb).map_err(|e| RpcError::Network(NetworkError::new(&e)))
 }
 
 fn with_deadline<T>(msg: T, ttl: Duration) -> tonic::Request<T> {
@@ -148,7 +147,7 @@ fn with_deadline<T>(msg: T, ttl: Duration) -> tonic::Request<T> {
 }
 
 impl PeerClient {
-    fn client(&self) -> Result<RaftClient<Channel>, RpcError> {
+    fn client(&self) -> Result<PeerRaftClient, RpcError> {
         self.client
             .clone()
             .map_err(|e| RpcError::Unreachable(Unreachable::from_string(e)))
@@ -168,13 +167,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RpcError> {
-        let req = with_deadline(payload(&rpc)?, option.hard_ttl());
+        let req = with_deadline(rpc.to_pb(), option.hard_ttl());
         let resp = self
             .client()?
             .append_entries(req)
             .await
             .map_err(status_to_rpc)?;
-        decode_rpc(resp.into_inner())
+        convert(resp.into_inner())
     }
 
     fn stream_append<'s, S>(
@@ -186,11 +185,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
     {
         Box::pin(async move {
-            // Encoding an openraft message into postcard cannot fail; a request that did
-            // would end the stream, and openraft reconnects.
-            let requests = tokio_stream::StreamExt::map_while(input, |r| {
-                encode(&r).ok().map(|data| pb::Payload { data })
-            });
+            let requests = tokio_stream::StreamExt::map(input, |r| r.to_pb());
             let opened = match self.client() {
                 Ok(mut c) => c.stream_append(requests).await.map_err(status_to_rpc),
                 Err(e) => Err(e),
@@ -216,7 +211,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     RpcError::Unreachable(Unreachable::from_string("append stream idle timeout"))
                 })?;
                 let p = item.map_err(status_to_rpc)?;
-                decode_rpc::<StreamAppendResult>(p)
+                convert::<StreamAppendResult>(p)
             });
             Ok(Box::pin(out) as BoxStream<'s, _>)
         })
@@ -227,9 +222,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RpcError> {
-        let req = with_deadline(payload(&rpc)?, option.hard_ttl());
+        let req = with_deadline(rpc.to_pb(), option.hard_ttl());
         let resp = self.client()?.vote(req).await.map_err(status_to_rpc)?;
-        decode_rpc(resp.into_inner())
+        convert(resp.into_inner())
     }
 
     async fn transfer_leader(
@@ -237,13 +232,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse, RpcError> {
-        let req = with_deadline(payload(&req)?, option.hard_ttl());
+        let req = with_deadline(req.to_pb(), option.hard_ttl());
         let resp = self
             .client()?
             .transfer_leader(req)
             .await
             .map_err(status_to_rpc)?;
-        decode_rpc(resp.into_inner())
+        convert(resp.into_inner())
     }
 
     async fn full_snapshot(
@@ -256,8 +251,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let mut client = self.client()?;
         let header = SnapshotChunk {
             item: Some(snapshot_chunk::Item::Header(pb::SnapshotHeader {
-                vote: encode(&vote).map_err(|e| NetworkError::new(&e))?,
-                meta: encode(&snapshot.meta).map_err(|e| NetworkError::new(&e))?,
+                vote: Some(vote.to_pb()),
+                meta: Some(snapshot.meta.to_pb()),
             })),
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(4);
@@ -280,7 +275,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         })?;
         read_result.map_err(|e| NetworkError::new(&e))?;
         tracing::info!(target, "snapshot sent");
-        decode(&resp.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+        SnapshotResponse::from_pb(resp.into_inner())
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))
     }
 }
 

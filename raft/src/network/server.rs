@@ -3,15 +3,15 @@
 
 use super::pb::{
     self, admin_server::Admin, raft_server, snapshot_chunk, AddNodeRequest, AdminReply,
-    ForwardReply, ForwardRequest, KeyDelivery, NodeStatus, ReadIndexReply, ReadIndexRequest,
+    ForwardReply, ForwardRequest, HandoverRequest, NodeStatus, ReadIndexReply, ReadIndexRequest,
     RemoveNodeRequest, SnapshotChunk, StatusRequest,
 };
 use super::tls::{check_peer, is_operator, require_operator};
-use crate::log_store::{decode, encode};
+use crate::codec::Owned;
 use crate::node::{NodeHandle, WriteError};
 use crate::snapshot::{IncomingSnapshot, ManifestEntry, ReceiveError, SnapshotDir};
 use crate::types::msg::{
-    AppendEntriesRequest, StreamAppendError, TransferLeaderRequest, VoteRequest,
+    AppendEntriesRequest, StreamAppendError, StreamAppendResult, TransferLeaderRequest, VoteRequest,
 };
 use crate::types::{NodeId, Peer, Snapshot, SnapshotMeta, Vote};
 use futures::{Stream, StreamExt};
@@ -28,10 +28,19 @@ fn fatal(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("raft node stopped: {e}"))
 }
 
-fn reply<T: serde::Serialize>(v: &T) -> Result<Response<pb::Payload>, Status> {
-    Ok(Response::new(pb::Payload {
-        data: encode(v).map_err(|e| Status::internal(e.to_string()))?,
-    }))
+fn reply<T: Owned>(v: &T) -> Result<Response<T::Pb>, Status> {
+    Ok(Response::new(v.to_pb()))
+}
+
+/// Converts a received message to openraft's type (400 if it is not a valid one).
+fn convert<T: Owned>(pb: T::Pb) -> Result<T, Status> {
+    T::from_pb(pb).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The request's message, and the request without it (for the sender's certificate).
+fn split<T>(req: Request<T>) -> (Request<()>, T) {
+    let peer = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
+    (peer, req.into_inner())
 }
 
 /// Raft RPCs from peers.
@@ -72,10 +81,10 @@ type ResultStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'st
 impl raft_server::Raft for RaftService {
     async fn append_entries(
         &self,
-        req: Request<pb::Payload>,
-    ) -> Result<Response<pb::Payload>, Status> {
-        let rpc: AppendEntriesRequest =
-            decode(&req.get_ref().data).map_err(|e| bad("append request", e))?;
+        req: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let (req, msg) = split(req);
+        let rpc: AppendEntriesRequest = convert(msg)?;
         let span = tracing::debug_span!(
             "append_entries",
             from = rpc.vote.leader_id.node_id,
@@ -96,11 +105,11 @@ impl raft_server::Raft for RaftService {
         reply(&resp)
     }
 
-    type StreamAppendStream = ResultStream<pb::Payload>;
+    type StreamAppendStream = ResultStream<pb::StreamAppendResponse>;
 
     async fn stream_append(
         &self,
-        req: Request<Streaming<pb::Payload>>,
+        req: Request<Streaming<pb::AppendRequest>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
         // The sender must be one node for the whole stream: the certificate's node.
         let certified = Arc::new(Mutex::new(None::<NodeId>));
@@ -111,9 +120,7 @@ impl raft_server::Raft for RaftService {
         let input = tokio_stream::StreamExt::map_while(req.into_inner(), move |item| {
             let checked = item
                 .map_err(|s| bad("append stream", s))
-                .and_then(|p| {
-                    decode::<AppendEntriesRequest>(&p.data).map_err(|e| bad("append request", e))
-                })
+                .and_then(convert::<AppendEntriesRequest>)
                 .and_then(|rpc| {
                     let sender = rpc.vote.leader_id.node_id;
                     let mut known = c2.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,9 +147,7 @@ impl raft_server::Raft for RaftService {
                     if !matches!(res, Err(StreamAppendError::HigherVote(_))) {
                         node.note_leader_contact();
                     }
-                    encode(&res)
-                        .map(|data| pb::Payload { data })
-                        .map_err(|e| Status::internal(e.to_string()))
+                    Ok(<StreamAppendResult as Owned>::to_pb(&res))
                 }
                 Err(e) => Err(fatal(e)),
             })
@@ -155,8 +160,12 @@ impl raft_server::Raft for RaftService {
         Ok(Response::new(Box::pin(out)))
     }
 
-    async fn vote(&self, req: Request<pb::Payload>) -> Result<Response<pb::Payload>, Status> {
-        let rpc: VoteRequest = decode(&req.get_ref().data).map_err(|e| bad("vote request", e))?;
+    async fn vote(
+        &self,
+        req: Request<pb::VoteRequest>,
+    ) -> Result<Response<pb::VoteResponse>, Status> {
+        let (req, msg) = split(req);
+        let rpc: VoteRequest = convert(msg)?;
         tracing::debug!(from = rpc.vote.leader_id.node_id, vote = %rpc.vote, "vote request");
         self.check_sender(&req, rpc.vote.leader_id.node_id)?;
         let resp = self.node.raft().vote(rpc).await.map_err(fatal)?;
@@ -165,10 +174,10 @@ impl raft_server::Raft for RaftService {
 
     async fn transfer_leader(
         &self,
-        req: Request<pb::Payload>,
-    ) -> Result<Response<pb::Payload>, Status> {
-        let rpc: TransferLeaderRequest =
-            decode(&req.get_ref().data).map_err(|e| bad("transfer request", e))?;
+        req: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::TransferResponse>, Status> {
+        let (req, msg) = split(req);
+        let rpc: TransferLeaderRequest = convert(msg)?;
         self.check_sender(&req, rpc.from_leader().leader_id.node_id)?;
         let resp = self
             .node
@@ -182,7 +191,7 @@ impl raft_server::Raft for RaftService {
     async fn install_snapshot(
         &self,
         req: Request<Streaming<SnapshotChunk>>,
-    ) -> Result<Response<pb::Payload>, Status> {
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let peer_req = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
         let mut stream = req.into_inner();
         let header = match stream.message().await? {
@@ -195,8 +204,16 @@ impl raft_server::Raft for RaftService {
                 ))
             }
         };
-        let vote: Vote = decode(&header.vote).map_err(|e| bad("snapshot vote", e))?;
-        let meta: SnapshotMeta = decode(&header.meta).map_err(|e| bad("snapshot meta", e))?;
+        let vote: Vote = convert(
+            header
+                .vote
+                .ok_or_else(|| bad("snapshot header", "no vote"))?,
+        )?;
+        let meta: SnapshotMeta = convert(
+            header
+                .meta
+                .ok_or_else(|| bad("snapshot header", "no metadata"))?,
+        )?;
         self.check_sender(&peer_req, vote.leader_id.node_id)?;
 
         let dir = self
@@ -297,11 +314,11 @@ impl AdminService {
     /// A key (or an order to forget it) is accepted from an operator, or from the node this
     /// one sees as its leader, addressed to this node: what a leader's transfer hand-off
     /// sends. Any other member could otherwise make the key holder forget the key.
-    fn key_sender_check(&self, req: &Request<KeyDelivery>) -> Result<(), Status> {
+    fn handover_sender_check(&self, req: &Request<HandoverRequest>) -> Result<(), Status> {
         if is_operator(req)? {
             return Ok(());
         }
-        let KeyDelivery { from, to, .. } = *req.get_ref();
+        let HandoverRequest { from, to, .. } = *req.get_ref();
         check_peer(req, from)?;
         if to != self.node.id() {
             return Err(Status::permission_denied(format!(
@@ -399,25 +416,28 @@ impl Admin for AdminService {
         if !self.node.raft().is_leader() {
             return Err(not_leader(self.node.leader()));
         }
-        let Some(handler) = self.node.forward_handler() else {
-            return Err(Status::unimplemented(
-                "this node accepts no forwarded requests",
-            ));
-        };
-        let reply = handler(req.into_inner().request).await;
+        let reply = self
+            .node
+            .app()
+            .forward(&self.node, req.into_inner().request)
+            .await
+            .map_err(|r| Status::failed_precondition(r.0))?;
         Ok(Response::new(ForwardReply { reply }))
     }
 
-    async fn deliver_key(&self, req: Request<KeyDelivery>) -> Result<Response<AdminReply>, Status> {
-        self.key_sender_check(&req)?;
-        let Some(handler) = self.node.key_handler() else {
-            return Err(Status::unimplemented("this node takes no key"));
-        };
-        // The key itself is never logged; only that a delivery happened.
-        tracing::info!(from = req.get_ref().from, "signing key delivery received");
-        let message = handler(req.into_inner().key)
+    async fn handover(
+        &self,
+        req: Request<HandoverRequest>,
+    ) -> Result<Response<AdminReply>, Status> {
+        self.handover_sender_check(&req)?;
+        // The payload (for the log: its signing key) is never logged.
+        tracing::info!(from = req.get_ref().from, "hand-over received");
+        let message = self
+            .node
+            .app()
+            .receive_handover(req.into_inner().payload)
             .await
-            .map_err(Status::failed_precondition)?;
+            .map_err(|r| Status::failed_precondition(r.0))?;
         Ok(Response::new(AdminReply { message }))
     }
 

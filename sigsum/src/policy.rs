@@ -327,8 +327,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sigsum::checkpoint::Checkpoint;
-    use crate::sigsum::cosignature::Cosignature;
+    use crate::checkpoint::Checkpoint;
+    use crate::cosignature::Cosignature;
 
     const TV4_LOG: &str = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c";
     const TV4_WITNESS: &str = "8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394";
