@@ -12,8 +12,11 @@
 //! 2. `add-leaf` latency at half the throughput of (1): the same clients each pace their
 //!    requests on a timer; latency is taken from the scheduled send time, so a stalled
 //!    server is not hidden by clients that stop sending.
-//! 3. (1) again with the clients spread over all three nodes (followers forward to the
-//!    leader over the cluster's gRPC channel).
+//! 3. (1) again with the clients spread over all three nodes (followers check and forward
+//!    to the leader over the cluster's gRPC channel).
+//!
+//! Every add-leaf scenario on loopback also prints the CPU (user + system) each node process
+//! spent per added leaf inside the window, the leader's first.
 //! 4. `get-inclusion-proof` at a tree of 1,000,000 leaves (filled through the admin
 //!    `Propose` call in batches of 1024), 64 closed-loop clients asking for random leaves,
 //!    once against the leader and once spread over all nodes.
@@ -30,21 +33,15 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::Request;
 use quorumlog::merkle::Hash;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::bench::{env_or, exchange, get, post_add_leaf, publish_every_second, wanted};
+use support::bench::{env_or, get, post_add_leaf, publish_every_second, wanted};
+use support::closed_loop::{closed_loop, paced, MakeRequest, Pool};
 use support::docker::DockerCluster;
-use support::sigsum::{Http, Submitter};
+use support::sigsum::Http;
 use support::{leaf, Cluster, Handle};
-use tokio::time::MissedTickBehavior;
-
-/// Submitter keys the pre-signed requests rotate through.
-const KEYS: u64 = 4;
 /// Leaves in the tree for the inclusion-proof scenarios.
 const PROOF_TREE: u64 = 1_000_000;
 /// Leaves per admin `Propose` while filling the tree.
@@ -54,251 +51,46 @@ const FILL_PROPOSERS: u64 = 8;
 /// Closed-loop clients of the inclusion-proof scenarios.
 const PROOF_CLIENTS: usize = 64;
 
-/// What the clients of one scenario saw inside the measurement window.
-#[derive(Default)]
-struct Tally {
-    ok: u64,
-    accepted: u64,
-    errors: u64,
-    first_error: Option<String>,
-    /// Latency of each 200.
-    latencies: Vec<Duration>,
-}
-
-impl Tally {
-    fn record(&mut self, answer: Result<(u16, Bytes), String>, latency: Duration) {
-        match answer {
-            Ok((200, _)) => {
-                self.ok += 1;
-                self.latencies.push(latency);
-            }
-            Ok((202, _)) => self.accepted += 1,
-            Ok((status, body)) => {
-                self.errors += 1;
-                self.first_error.get_or_insert_with(|| {
-                    format!("{status} {}", String::from_utf8_lossy(&body).trim())
-                });
-            }
-            Err(e) => {
-                self.errors += 1;
-                self.first_error.get_or_insert(e);
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.ok += other.ok;
-        self.accepted += other.accepted;
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.latencies.extend(other.latencies);
-    }
-
-    /// The `p`-quantile of the 200 latencies, in milliseconds.
-    fn ms(&self, p: f64) -> f64 {
-        let l = &self.latencies;
-        if l.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((l.len() as f64 * p) as usize).min(l.len() - 1);
-        l[i].as_secs_f64() * 1e3
-    }
-
-    /// Sorts the latencies and prints one line; returns the rate of 200s per second.
-    /// (A 202 is reported on its own for add-leaf, as an error for anything else.)
-    fn report(&mut self, label: &str, unit: &str, window: Duration, extra: &str) -> f64 {
-        self.latencies.sort_unstable();
-        let rate = self.ok as f64 / window.as_secs_f64();
-        let accepted = if unit == "200/s" {
-            format!(", {} 202", self.accepted)
-        } else {
-            self.errors += self.accepted;
-            String::new()
-        };
-        println!(
-            "{label}: {rate:.0} {unit}, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.0} ms{accepted}, {} errors{extra}",
-            self.ms(0.5),
-            self.ms(0.9),
-            self.ms(0.99),
-            self.ms(1.0),
-            self.errors,
-        );
-        if let Some(e) = &self.first_error {
-            println!("  first error: {e}");
-        }
-        rate
-    }
-}
-
-/// Produces the next request of a client (`None` ends the client): client index, address,
-/// the client's random state.
-type MakeRequest = Arc<dyn Fn(usize, &str, &mut u64) -> Option<Request<Full<Bytes>>> + Send + Sync>;
-
-/// `clients` closed-loop clients (client `i` on `addrs[i % addrs.len()]`) for `warm` +
-/// `measure`; answers completing inside the measurement window are tallied.
-async fn closed_loop(
+/// Closed-loop add-leaf against `addrs`; returns the rate of 200s. With the nodes'
+/// process ids (`nodes`, leader first) it also prints the CPU each spent per added leaf.
+async fn add_leaf_closed(
+    label: &str,
     addrs: &[String],
     clients: usize,
-    warm: Duration,
-    measure: Duration,
-    make: MakeRequest,
-) -> Tally {
-    let start = Instant::now();
-    let (from, until) = (start + warm, start + warm + measure);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let (addr, stop, make) = (addrs[i % addrs.len()].clone(), stop.clone(), make.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut rng = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1);
-            let mut conn = None;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(req) = make(i, &addr, &mut rng) else {
-                    break;
-                };
-                let t = Instant::now();
-                let answer = exchange(&mut conn, &addr, req).await;
-                let done = Instant::now();
-                if done >= from && done <= until {
-                    tally.record(answer, done - t);
-                }
-            }
-            tally
-        }));
-    }
-    tokio::time::sleep_until(until.into()).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = Tally::default();
-    for t in tasks {
-        total.merge(t.await.expect("client task"));
-    }
-    total
-}
-
-/// `clients` clients on `addr` sending `rate` requests per second in all for `warm` +
-/// `measure`, each on a timer; latency counts from the scheduled send time.
-async fn paced(
-    addr: &str,
-    clients: usize,
-    rate: f64,
-    warm: Duration,
-    measure: Duration,
-    bodies: Arc<Pool>,
-) -> Tally {
-    let period = Duration::from_secs_f64(clients as f64 / rate);
-    let start = tokio::time::Instant::now() + Duration::from_millis(50);
-    let (from, until) = (start + warm, start + warm + measure);
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        let (addr, bodies) = (addr.to_string(), bodies.clone());
-        // Staggered, so the clients do not all fire at once.
-        let first = start + period.mul_f64(i as f64 / clients as f64);
-        tasks.push(tokio::spawn(async move {
-            let mut tally = Tally::default();
-            let mut timer = tokio::time::interval_at(first, period);
-            timer.set_missed_tick_behavior(MissedTickBehavior::Burst);
-            let mut conn = None;
-            loop {
-                let scheduled = timer.tick().await;
-                if scheduled >= until {
-                    break;
-                }
-                let Some(body) = bodies.take() else { break };
-                let answer = exchange(&mut conn, &addr, post_add_leaf(&addr, body)).await;
-                let done = tokio::time::Instant::now();
-                if scheduled >= from {
-                    tally.record(answer, done - scheduled);
-                }
-            }
-            tally
-        }));
-    }
-    let mut total = Tally::default();
-    for t in tasks {
-        total.merge(t.await.expect("client task"));
-    }
-    total
-}
-
-/// Pre-signed add-leaf bodies, each handed out once.
-struct Pool {
-    bodies: Vec<Bytes>,
-    next: AtomicUsize,
-}
-
-impl Pool {
-    /// Signs `count` distinct requests for messages `first..` on all cores.
-    async fn sign(first: u64, count: usize) -> Arc<Pool> {
-        let t = Instant::now();
-        let bodies = tokio::task::spawn_blocking(move || {
-            let keys: Vec<Submitter> = (1..=KEYS as u8).map(Submitter::new).collect();
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let chunk = count.div_ceil(threads).max(1);
-            std::thread::scope(|s| {
-                let keys = &keys;
-                let parts: Vec<_> = (0..count)
-                    .step_by(chunk)
-                    .map(|lo| {
-                        s.spawn(move || {
-                            (lo..(lo + chunk).min(count))
-                                .map(|i| {
-                                    let n = first + i as u64;
-                                    let req = keys[(n % KEYS) as usize].request(n);
-                                    Bytes::from(req.to_ascii())
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().expect("signing thread"))
-                    .collect::<Vec<_>>()
-            })
-        })
-        .await
-        .expect("signing task");
-        eprintln!(
-            "(signed {count} add-leaf requests in {:.1} s)",
-            t.elapsed().as_secs_f64()
-        );
-        Arc::new(Pool {
-            bodies,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    fn take(&self) -> Option<Bytes> {
-        self.bodies
-            .get(self.next.fetch_add(1, Ordering::Relaxed))
-            .cloned()
-    }
-
-    /// A note if the pool ran dry before the scenario ended.
-    fn note(&self) -> &'static str {
-        if self.next.load(Ordering::Relaxed) >= self.bodies.len() {
-            " (ran out of pre-signed requests: raise QL_LEAVES)"
-        } else {
-            ""
-        }
-    }
-}
-
-/// Closed-loop add-leaf against `addrs`; returns the rate of 200s.
-async fn add_leaf_closed(label: &str, addrs: &[String], clients: usize, pool: Arc<Pool>) -> f64 {
+    pool: Arc<Pool>,
+    nodes: &[u32],
+) -> f64 {
     let (warm, measure) = (Duration::from_secs(3), Duration::from_secs(15));
     let bodies = pool.clone();
     let make: MakeRequest = Arc::new(move |_, addr, _| Some(post_add_leaf(addr, bodies.take()?)));
-    let mut tally = closed_loop(addrs, clients, warm, measure, make).await;
+    let mut tally = closed_loop(addrs, clients, warm, measure, make, nodes).await;
+    let per_leaf = |cpu: f64| cpu * 1e6 / tally.ok.max(1) as f64;
+    let cpu = match tally.cpu.split_first() {
+        Some((leader, followers)) => format!(
+            ", CPU per leaf: leader {:.0} us, followers {} us",
+            per_leaf(*leader),
+            followers
+                .iter()
+                .map(|&c| format!("{:.0}", per_leaf(c)))
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
+        None => String::new(),
+    };
     tally.report(
         &format!("add-leaf {label} {clients} clients"),
         "200/s",
         measure,
-        pool.note(),
+        &format!("{cpu}{}", pool.note()),
     )
+}
+
+/// Process ids of the cluster's nodes, the leader's first.
+fn pids_leader_first(c: &Cluster, leader: u64) -> Vec<u32> {
+    std::iter::once(leader)
+        .chain((1..=3).filter(|&id| id != leader))
+        .filter_map(|id| c.pid(id))
+        .collect()
 }
 
 /// The leader's tree size, from its admin status.
@@ -392,7 +184,7 @@ async fn proofs(label: &str, addrs: &[String], size: u64, hashes: Arc<Vec<Hash>>
             format!("/get-inclusion-proof/{size}/{}", h.to_hex()),
         ))
     });
-    let mut tally = closed_loop(addrs, PROOF_CLIENTS, warm, measure, make).await;
+    let mut tally = closed_loop(addrs, PROOF_CLIENTS, warm, measure, make, &[]).await;
     tally.report(
         &format!("inclusion proof at {size} {label} {PROOF_CLIENTS} clients"),
         "proofs/s",
@@ -420,7 +212,8 @@ async fn run() {
     let mut full = env_or("QL_FULL_RATE", 0) as f64;
     if wanted("leader") || full == 0.0 {
         let pool = Pool::sign(0, leaves).await;
-        full = add_leaf_closed("leader", &leader_addr, clients, pool).await;
+        let pids = pids_leader_first(&c, leader);
+        full = add_leaf_closed("leader", &leader_addr, clients, pool, &pids).await;
     }
 
     // 2. Half that rate, paced.
@@ -447,7 +240,8 @@ async fn run() {
     if wanted("all") {
         let spread_leaves = leaves.max((full * 18.0 * 1.5) as usize);
         let pool = Pool::sign(2 << 32, spread_leaves).await;
-        add_leaf_closed("all nodes", &all_addrs, clients, pool).await;
+        let pids = pids_leader_first(&c, leader);
+        add_leaf_closed("all nodes", &all_addrs, clients, pool, &pids).await;
     }
 
     // 4. Inclusion proofs at 1M leaves.
@@ -490,7 +284,7 @@ async fn docker(clients: usize, leaves: usize) {
     let leader = dc.status().expect("status").leader.expect("a leader");
     let addr = vec![dc.handle().api_addr(leader)];
     let pool = Pool::sign(3 << 32, leaves).await;
-    add_leaf_closed("docker leader", &addr, clients, pool).await;
+    add_leaf_closed("docker leader", &addr, clients, pool, &[]).await;
 }
 
 fn main() {

@@ -9,6 +9,8 @@
 #   jq             the cluster scripts read the typed status (`admin status --json`)
 #   mmdebstrap     builds the Docker base image from Debian packages (no registry needed)
 #   chromium       the status page test renders the page headless
+#   etcd-server    the side-by-side benchmark (benches/versus_etcd.rs) runs a 3-node etcd;
+#   etcd-client    its etcdctl gives etcd's own benchmark as a reference
 #   build tools    gcc/g++/make for the bundled RocksDB and ring
 #
 # protoc is not installed: the build uses the vendored binary from protoc-bin-vendored.
@@ -51,7 +53,7 @@ if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/
 fi
 
 missing=()
-for p in libclang-dev clang build-essential pkg-config iproute2 ca-certificates curl jq mmdebstrap chromium; do
+for p in libclang-dev clang build-essential pkg-config iproute2 ca-certificates curl jq mmdebstrap chromium etcd-server etcd-client; do
   have_pkg "$p" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -154,6 +154,8 @@ pub struct ApiSection {
     pub url_prefix: String,
     /// add-leaf answers 202 if its leaf is not committed within this time.
     pub add_leaf_wait_ms: u64,
+    /// Which node checks an add-leaf request's token and signature.
+    pub check_submissions_on: CheckSubmissionsOn,
     /// Most leaves one get-leaves answer carries.
     pub max_range: u64,
     /// Most reads (GET) served at once; more get 503.
@@ -176,6 +178,7 @@ impl Default for ApiSection {
         ApiSection {
             url_prefix: String::new(),
             add_leaf_wait_ms: 5000,
+            check_submissions_on: CheckSubmissionsOn::ReceivingNode,
             max_range: 512,
             max_in_flight: 4096,
             max_writes_in_flight: 1024,
@@ -185,6 +188,17 @@ impl Default for ApiSection {
             request_timeout_ms: 30_000,
         }
     }
+}
+
+/// Where add-leaf requests are checked (`[api] check_submissions_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckSubmissionsOn {
+    /// The node the client sent the request to; followers forward checked leaves in
+    /// batches, so every node spends CPU on signatures, not only the leader.
+    ReceivingNode,
+    /// Only the leader; followers forward the raw request.
+    Leader,
 }
 
 /// `[rate_limit]`

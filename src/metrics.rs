@@ -184,6 +184,22 @@ impl Metrics {
         self.add_leaf.get_or_create(&AddLeafLabels { status }).inc();
     }
 
+    /// Counts a batch of add-leaf answers, one label lookup per distinct status.
+    pub fn add_leaf_answered_all(&self, statuses: impl IntoIterator<Item = u16>) {
+        let mut counts: Vec<(u16, u64)> = Vec::new();
+        for status in statuses {
+            match counts.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((status, 1)),
+            }
+        }
+        for (status, n) in counts {
+            self.add_leaf
+                .get_or_create(&AddLeafLabels { status })
+                .inc_by(n);
+        }
+    }
+
     /// Counts one witness request outcome (`ok`, `conflict`, `error`).
     pub fn witness_result(&self, witness: &str, result: &'static str) {
         self.witness

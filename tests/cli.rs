@@ -216,19 +216,19 @@ fn bad_arguments_and_configs_are_clear_errors() {
 
     std::fs::write(
         &cfg,
-        good.replace("cert = \"node.pem\"", "cert = \"missing.pem\""),
+        edited(&good, "cert = \"node.pem\"", "cert = \"missing.pem\""),
     )
     .unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && text.contains("missing.pem"), "{text}");
 
-    std::fs::write(&cfg, good.replace("max_leaves = 1024", "max_leaves = 0")).unwrap();
+    std::fs::write(&cfg, edited(&good, "max_leaves = 1024", "max_leaves = 0")).unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && text.contains("max_leaves"), "{text}");
     // Batches that would not fit a replication message are refused up front.
     std::fs::write(
         &cfg,
-        good.replace("max_leaves = 1024", "max_leaves = 100000"),
+        edited(&good, "max_leaves = 1024", "max_leaves = 100000"),
     )
     .unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
@@ -238,12 +238,16 @@ fn bad_arguments_and_configs_are_clear_errors() {
     assert!(!ok && text.contains("/nonexistent/config.toml"), "{text}");
 
     // Publication and API settings are checked too, and a wrong key file is named.
-    std::fs::write(&cfg, good.replace("interval_ms = 3000", "interval_ms = 0")).unwrap();
+    std::fs::write(&cfg, edited(&good, "interval_ms = 3000", "interval_ms = 0")).unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && text.contains("interval_ms"), "{text}");
     std::fs::write(
         &cfg,
-        good.replace("key_file = \"../log.key\"", "key_file = \"node.key\""),
+        edited(
+            &good,
+            "key_file = \"../log.key\"",
+            "key_file = \"node.key\"",
+        ),
     )
     .unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
@@ -252,11 +256,25 @@ fn bad_arguments_and_configs_are_clear_errors() {
     assert!(!text.contains(seed.trim()));
     std::fs::write(
         &cfg,
-        good.replace("policy_file = \"../policy\"", "policy_file = \"../ca.pem\""),
+        edited(
+            &good,
+            "policy_file = \"../policy\"",
+            "policy_file = \"../ca.pem\"",
+        ),
     )
     .unwrap();
     let (ok, text) = run(&["serve", "--config", cfg.to_str().unwrap()]);
     assert!(!ok && text.contains("ca.pem"), "{text}");
+}
+
+/// `text` with `from` replaced by `to`; `from` must be there, so a changed default cannot
+/// turn an edit into a silent no-op.
+fn edited(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the config no longer contains {from:?}:\n{text}"
+    );
+    text.replace(from, to)
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod support;
 
-use quorumlog::config::NodeConfig;
+use quorumlog::config::{CheckSubmissionsOn, NodeConfig};
 use quorumlog::merkle::{verify_consistency, verify_inclusion, Hash};
 use quorumlog::sigsum::leaf::parse_leaves;
 use quorumlog::sigsum::proofs::{ConsistencyProof, InclusionProof};
@@ -89,6 +89,7 @@ fn run(cmd: &mut Command) -> String {
 /// A copy of the cluster's policy with the log URL pointing at node `id`.
 fn policy_for(c: &Cluster, id: u64) -> std::path::PathBuf {
     let text = std::fs::read_to_string(c.path.join("policy")).unwrap();
+    assert!(text.contains(&c.api_addr(1)), "{text}");
     let text = text.replace(&c.api_addr(1), &c.api_addr(id));
     let p = c.path.join(format!("policy-node{id}"));
     std::fs::write(&p, text).unwrap();
@@ -596,8 +597,21 @@ async fn a_leaf_answered_200_is_in_the_next_published_head() {
     }
 }
 
+/// Followers check tokens and signatures themselves (the default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn submit_tokens_and_rate_limits() {
+    tokens_and_rate_limits(CheckSubmissionsOn::ReceivingNode).await;
+}
+
+/// Followers forward raw requests and the leader checks everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn submit_tokens_and_rate_limits_checked_on_the_leader() {
+    tokens_and_rate_limits(CheckSubmissionsOn::Leader).await;
+}
+
+/// The answers a submitter sees do not depend on where its request is checked: 429s are
+/// counted exactly on the leader, 400 and 403 come from whichever node checks.
+async fn tokens_and_rate_limits(check: CheckSubmissionsOn) {
     let dir = tempfile::tempdir().unwrap();
     let a = Submitter::new(20);
     let b = Submitter::new(21);
@@ -618,6 +632,7 @@ async fn submit_tokens_and_rate_limits() {
         fast_publish(c);
         c.rate_limit.file = Some(limits.clone());
         c.rate_limit.static_txt_file = Some(txt.clone());
+        c.api.check_submissions_on = check;
     };
     let mut c = Cluster::init_in(dir, 3, 0, &[], edit);
     for id in 1..=3 {

@@ -102,6 +102,9 @@ pub(crate) struct Api {
 impl Api {
     /// A client whose requests give up after `timeout`.
     pub(crate) fn new(timeout: Duration) -> Api {
+        // reqwest is built without a crypto provider of its own (Cargo.toml); this client
+        // only speaks plain HTTP, but building it needs one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Api {
             http: reqwest::Client::builder()
                 .timeout(timeout)

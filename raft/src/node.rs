@@ -68,6 +68,17 @@ const TRANSFER_MAX_LAG: u64 = 1000;
 /// Longest a forwarded request may take on the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What a failed `Forward` call means: FAILED_PRECONDITION is the receiver saying it does
+/// not lead (retry elsewhere); anything else, such as an application's refusal (ABORTED),
+/// is final for this request.
+fn forward_error(leader: NodeId, s: &tonic::Status) -> WriteError {
+    if s.code() == tonic::Code::FailedPrecondition {
+        WriteError::NotLeader { leader: None }
+    } else {
+        WriteError::Rejected(format!("forwarding to leader {leader}: {}", s.message()))
+    }
+}
+
 /// How many leader changes a node remembers for its status.
 const LEADER_CHANGES_KEPT: usize = 16;
 
@@ -198,13 +209,7 @@ impl NodeHandle {
         req.set_timeout(FORWARD_TIMEOUT);
         match client.forward(req).await {
             Ok(r) => Ok(r.into_inner().reply),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                Err(WriteError::NotLeader { leader: None })
-            }
-            Err(s) => Err(WriteError::Rejected(format!(
-                "forwarding to leader {id}: {}",
-                s.message()
-            ))),
+            Err(s) => Err(forward_error(id, &s)),
         }
     }
 
@@ -716,5 +721,21 @@ impl Node {
         if let Err(e) = self.handle.0.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failed_precondition_means_not_the_leader() {
+        let not_leader = forward_error(1, &tonic::Status::failed_precondition("not leader"));
+        assert!(matches!(not_leader, WriteError::NotLeader { .. }));
+        let refused = forward_error(1, &tonic::Status::aborted("the application refused"));
+        assert!(
+            matches!(&refused, WriteError::Rejected(m) if m.contains("refused")),
+            "{refused:?}"
+        );
     }
 }

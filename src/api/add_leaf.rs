@@ -2,22 +2,28 @@
 //! from followers to the leader.
 //!
 //! Any node takes the request. It parses the body and the token header (400), and answers
-//! 200 at once if the leaf is already in its tree (a known leaf costs no rate limit). A
-//! follower then forwards the raw request to the leader over the cluster's mutually
-//! authenticated gRPC channel and relays the leader's answer; one base URL behind a load
-//! balancer therefore works. The leader checks the token against DNS (400; 503 if DNS fails), the rate
-//! limit (429) and the submitter's signature (403), then commits the leaf through group
-//! commit: 200 once it is committed by a majority and applied, 202 if that takes longer
-//! than the configured wait (the leaf is still committed; a retry then gets 200).
+//! 200 at once if the leaf is already in its tree (a known leaf costs no rate limit). The
+//! leader checks the token against DNS (400; 503 if DNS fails), the rate limit (429) and
+//! the submitter's signature (403), then commits the leaf through group commit: 200 once it
+//! is committed by a majority and applied, 202 if that takes longer than the configured
+//! wait (the leaf is still committed; a retry then gets 200).
+//!
+//! A follower checks token and signature itself and forwards only the checked leaf, batched
+//! with others ([`super::forward`]), over the cluster's mutually authenticated gRPC channel;
+//! the leader then charges the rate limit and commits. So signature checks, the bulk of the
+//! per-leaf CPU, spread over every node that takes requests. With
+//! `check_submissions_on = "leader"` a follower forwards the raw request instead. Either way
+//! one base URL behind a load balancer works.
 
 use super::dns::TxtResolver;
-use super::rate_limit::RateLimiter;
+use super::forward::{CheckedLeaf, ForwardQueue, Forwarded};
+use super::rate_limit::{Charge, RateLimiter};
 use super::submit_token::verify_token;
 use crate::merkle::Hash;
 use crate::metrics::Metrics;
 use crate::replicated::{GroupCommit, LeafState, ProposeError};
 use crate::sigsum::crypto::PublicKey;
-use crate::sigsum::leaf::AddLeafRequest;
+use crate::sigsum::leaf::{AddLeafRequest, TreeLeaf};
 use crate::sigsum::token::SubmitToken;
 use crate::wire;
 use axum::http::StatusCode;
@@ -74,7 +80,7 @@ impl AddLeafOutcome {
         }
     }
 
-    fn to_wire(&self) -> wire::AddLeafAnswer {
+    pub(crate) fn to_answer(&self) -> wire::AddLeafAnswer {
         use wire::AddLeafOutcome as W;
         let outcome = match self {
             AddLeafOutcome::Added => W::Added,
@@ -88,18 +94,21 @@ impl AddLeafOutcome {
         wire::AddLeafAnswer {
             outcome: outcome.into(),
             message: self.message().to_string(),
+            checked: Vec::new(),
         }
     }
 
     /// Decodes the leader's answer; an answer this node cannot read is its own failure.
     fn from_wire(bytes: &[u8]) -> AddLeafOutcome {
+        match wire::AddLeafAnswer::decode(bytes) {
+            Ok(a) => AddLeafOutcome::from_answer(a),
+            Err(e) => AddLeafOutcome::Failed(format!("undecodable answer from the leader: {e}")),
+        }
+    }
+
+    /// The outcome a decoded answer carries (its per-leaf answers are not looked at).
+    pub(crate) fn from_answer(answer: wire::AddLeafAnswer) -> AddLeafOutcome {
         use wire::AddLeafOutcome as W;
-        let answer = match wire::AddLeafAnswer::decode(bytes) {
-            Ok(a) => a,
-            Err(e) => {
-                return AddLeafOutcome::Failed(format!("undecodable answer from the leader: {e}"))
-            }
-        };
         let m = answer.message;
         match W::try_from(answer.outcome) {
             Ok(W::Added) => AddLeafOutcome::Added,
@@ -131,6 +140,10 @@ pub struct Submitter {
     pub allow_test_domain: bool,
     /// Longest wait for a commit before answering 202.
     pub wait: Duration,
+    /// Whether a follower checks token and signature itself and forwards checked leaves
+    /// (through `forwarder`), or forwards the raw request for the leader to check.
+    pub check_on_follower: bool,
+    pub forwarder: ForwardQueue,
     /// Counters.
     pub metrics: Arc<Metrics>,
 }
@@ -175,9 +188,13 @@ impl Submitter {
         // until the wait runs out, so a failover costs clients latency, not errors.
         let deadline = tokio::time::Instant::now() + self.wait;
         let mut pause = Duration::from_millis(20);
+        let mut checked = None;
         loop {
             let outcome = if node.raft().is_leader() {
                 self.on_leader(request, token).await
+            } else if self.check_on_follower {
+                self.check_and_forward(node, &request, body, token, &mut checked)
+                    .await
             } else {
                 self.forward(node, body, token).await
             };
@@ -193,10 +210,41 @@ impl Submitter {
         }
     }
 
+    /// A follower's part when it checks submissions itself: check once (kept in `checked`
+    /// across retries), then queue the leaf for the leader.
+    async fn check_and_forward(
+        &self,
+        node: &NodeHandle,
+        request: &AddLeafRequest,
+        body: &[u8],
+        token: Option<&str>,
+        checked: &mut Option<CheckedLeaf>,
+    ) -> AddLeafOutcome {
+        let leaf = match checked {
+            Some(c) => c.clone(),
+            None => {
+                let domain = match self.check_token(token).await {
+                    Ok(d) => d,
+                    Err(o) => return o,
+                };
+                let leaf = request.leaf();
+                if let Err(e) = leaf.verify(&request.public_key) {
+                    return AddLeafOutcome::BadSignature(e.to_string());
+                }
+                checked.insert(CheckedLeaf { leaf, domain }).clone()
+            }
+        };
+        match self.forwarder.forward(leaf).await {
+            Forwarded::Answer(o) => o,
+            Forwarded::LeaderTooOld => self.forward(node, body, token).await,
+        }
+    }
+
     async fn forward(&self, node: &NodeHandle, body: &[u8], token: Option<&str>) -> AddLeafOutcome {
         let forwarded = wire::ForwardedAddLeaf {
             body: body.to_vec(),
             token: token.map(str::to_string),
+            checked: Vec::new(),
         };
         match node.forward_to_leader(forwarded.encode_to_vec()).await {
             Ok(reply) => AddLeafOutcome::from_wire(&reply),
@@ -216,30 +264,37 @@ impl Submitter {
             .is_some()
     }
 
+    /// Verifies the submit token, if any, against DNS: its domain, or the answer to give.
+    async fn check_token(&self, token: Option<&str>) -> Result<Option<String>, AddLeafOutcome> {
+        let Some(header) = token else {
+            return Ok(None);
+        };
+        let t = SubmitToken::parse_header(header)
+            .map_err(|e| AddLeafOutcome::Invalid(e.to_string()))?;
+        match verify_token(
+            self.resolver.as_ref(),
+            &t,
+            self.log_key(),
+            self.allow_test_domain,
+        )
+        .await
+        {
+            Ok(d) => Ok(Some(d)),
+            // sigsum-submit gives up on a 4xx: a DNS outage must not look final.
+            Err(e) if e.is_transient() => Err(AddLeafOutcome::Unavailable(format!(
+                "cannot check the submit token now: {e}"
+            ))),
+            Err(e) => Err(AddLeafOutcome::Invalid(format!(
+                "invalid submit token: {e}"
+            ))),
+        }
+    }
+
     /// The leader's part: token, rate limit, signature, commit.
     async fn on_leader(&self, request: AddLeafRequest, token: Option<&str>) -> AddLeafOutcome {
-        let domain = match token.map(SubmitToken::parse_header) {
-            None => None,
-            Some(Err(e)) => return AddLeafOutcome::Invalid(e.to_string()),
-            Some(Ok(t)) => {
-                match verify_token(
-                    self.resolver.as_ref(),
-                    &t,
-                    self.log_key(),
-                    self.allow_test_domain,
-                )
-                .await
-                {
-                    Ok(d) => Some(d),
-                    // sigsum-submit gives up on a 4xx: a DNS outage must not look final.
-                    Err(e) if e.is_transient() => {
-                        return AddLeafOutcome::Unavailable(format!(
-                            "cannot check the submit token now: {e}"
-                        ))
-                    }
-                    Err(e) => return AddLeafOutcome::Invalid(format!("invalid submit token: {e}")),
-                }
-            }
+        let domain = match self.check_token(token).await {
+            Ok(d) => d,
+            Err(o) => return o,
         };
         let leaf = request.leaf();
         let charge = match self.limiter.acquire(&leaf.key_hash, domain.as_deref()) {
@@ -255,12 +310,66 @@ impl Submitter {
             self.limiter.refund(charge);
             return AddLeafOutcome::Added;
         }
-        match tokio::time::timeout(self.wait, self.group_commit.propose(vec![leaf])).await {
+        self.commit(vec![leaf], vec![charge]).await
+    }
+
+    /// The leader's part for leaves a follower checked: rate limits, then one proposal
+    /// for all of them. One outcome per leaf, in order.
+    async fn admit_checked(&self, leaves: Vec<CheckedLeaf>) -> Vec<AddLeafOutcome> {
+        let mut outcomes: Vec<Option<AddLeafOutcome>> = vec![None; leaves.len()];
+        let (mut admitted, mut charges) = (Vec::new(), Vec::new());
+        for (slot, c) in outcomes.iter_mut().zip(&leaves) {
+            if self.known(&c.leaf.leaf_hash()) {
+                *slot = Some(AddLeafOutcome::Added);
+                continue;
+            }
+            match self.limiter.acquire(&c.leaf.key_hash, c.domain.as_deref()) {
+                Ok(charge) => {
+                    admitted.push(c.leaf);
+                    charges.push(charge);
+                }
+                Err(e) => *slot = Some(AddLeafOutcome::RateLimited(e.to_string())),
+            }
+        }
+        // A batch from a follower may exceed what one proposal takes.
+        let per_proposal = self.group_commit.max_leaves();
+        let mut proposals = Vec::new();
+        let mut charges = charges.into_iter();
+        for leaves in admitted.chunks(per_proposal) {
+            let c: Vec<Charge> = charges.by_ref().take(leaves.len()).collect();
+            proposals.push(self.commit(leaves.to_vec(), c));
+        }
+        let mut results = futures::future::join_all(proposals).await.into_iter();
+        let mut current: Option<(AddLeafOutcome, usize)> = None;
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    if current.as_ref().is_none_or(|(_, left)| *left == 0) {
+                        let next = results.next().unwrap_or_else(|| {
+                            AddLeafOutcome::Failed("a proposal lost its answer".into())
+                        });
+                        current = Some((next, per_proposal));
+                    }
+                    let (outcome, left) = current.as_mut().expect("set just above");
+                    *left -= 1;
+                    outcome.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// Commits `leaves` (charged `charges`) through group commit; on failure the charges
+    /// are refunded, since nothing was added.
+    async fn commit(&self, leaves: Vec<TreeLeaf>, charges: Vec<Charge>) -> AddLeafOutcome {
+        match tokio::time::timeout(self.wait, self.group_commit.propose(leaves)).await {
             Ok(Ok(_)) => AddLeafOutcome::Added,
             // The proposal goes on; a retry finds the leaf and gets 200.
             Err(_) => AddLeafOutcome::Pending,
             Ok(Err(e)) => {
-                self.limiter.refund(charge);
+                for c in charges {
+                    self.limiter.refund(c);
+                }
                 match e {
                     ProposeError::Write(WriteError::NotLeader { .. }) => {
                         AddLeafOutcome::Unavailable(
@@ -278,18 +387,55 @@ impl Submitter {
         }
     }
 
-    /// The leader's part for a request a follower forwarded; returns the encoded answer.
+    /// The leader's part for what a follower forwarded: one raw request, or a batch of
+    /// checked leaves. Returns the encoded answer.
     pub async fn forwarded(&self, payload: &[u8]) -> Vec<u8> {
-        let outcome = match wire::ForwardedAddLeaf::decode(payload) {
-            Err(e) => AddLeafOutcome::Invalid(format!("undecodable forwarded request: {e}")),
-            Ok(f) => match AddLeafRequest::parse(&f.body) {
+        let f = match wire::ForwardedAddLeaf::decode(payload) {
+            Ok(f) => f,
+            Err(e) => {
+                let o = AddLeafOutcome::Invalid(format!("undecodable forwarded request: {e}"));
+                self.metrics.add_leaf_answered(o.http_status().as_u16());
+                return o.to_answer().encode_to_vec();
+            }
+        };
+        if f.checked.is_empty() {
+            let outcome = match AddLeafRequest::parse(&f.body) {
                 Err(e) => AddLeafOutcome::Invalid(format!("invalid add-leaf request: {e}")),
                 Ok(r) => self.on_leader(r, f.token.as_deref()).await,
-            },
-        };
+            };
+            self.metrics
+                .add_leaf_answered(outcome.http_status().as_u16());
+            return outcome.to_answer().encode_to_vec();
+        }
+        let n = f.checked.len();
+        let mut leaves = Vec::with_capacity(n);
+        let mut bad = Vec::new();
+        for (i, w) in f.checked.into_iter().enumerate() {
+            match CheckedLeaf::from_wire(w) {
+                Some(c) => leaves.push(c),
+                None => bad.push(i),
+            }
+        }
+        let mut outcomes = self.admit_checked(leaves).await.into_iter();
+        let answers: Vec<AddLeafOutcome> = (0..n)
+            .map(|i| {
+                if bad.contains(&i) {
+                    AddLeafOutcome::Invalid(format!("forwarded leaf {i} is not a 128-byte leaf"))
+                } else {
+                    outcomes.next().unwrap_or_else(|| {
+                        AddLeafOutcome::Failed("a forwarded leaf lost its answer".into())
+                    })
+                }
+            })
+            .collect();
         self.metrics
-            .add_leaf_answered(outcome.http_status().as_u16());
-        outcome.to_wire().encode_to_vec()
+            .add_leaf_answered_all(answers.iter().map(|o| o.http_status().as_u16()));
+        wire::AddLeafAnswer {
+            outcome: wire::AddLeafOutcome::Added.into(),
+            message: String::new(),
+            checked: answers.iter().map(AddLeafOutcome::to_answer).collect(),
+        }
+        .encode_to_vec()
     }
 }
 
@@ -308,7 +454,7 @@ mod tests {
             AddLeafOutcome::Unavailable("election".into()),
             AddLeafOutcome::Failed("disk".into()),
         ] {
-            assert_eq!(AddLeafOutcome::from_wire(&o.to_wire().encode_to_vec()), o);
+            assert_eq!(AddLeafOutcome::from_wire(&o.to_answer().encode_to_vec()), o);
         }
     }
 
@@ -317,6 +463,7 @@ mod tests {
         let unknown = wire::AddLeafAnswer {
             outcome: 99,
             message: "from the future".into(),
+            checked: Vec::new(),
         };
         let got = AddLeafOutcome::from_wire(&unknown.encode_to_vec());
         assert!(

@@ -3,7 +3,9 @@
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use hickory_resolver::{Name, TokioResolver};
+use hickory_resolver::proto::rr::Name;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
 use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
@@ -59,9 +61,10 @@ impl SystemResolver {
         let opts = builder.options_mut();
         opts.timeout = QUERY_TIMEOUT;
         opts.attempts = 1;
-        Ok(SystemResolver {
-            resolver: builder.build(),
-        })
+        let resolver = builder
+            .build()
+            .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+        Ok(SystemResolver { resolver })
     }
 }
 
@@ -92,13 +95,18 @@ impl TxtResolver for SystemResolver {
                     name: name.to_string(),
                 })?;
             match lookup {
-                Ok(records) => Ok(records
+                Ok(lookup) => Ok(lookup
+                    .answers()
                     .iter()
+                    .filter_map(|record| match &record.data {
+                        RData::TXT(txt) => Some(txt),
+                        _ => None,
+                    })
                     .map(|txt| {
                         // A TXT record may be split into several character-strings; like
                         // Go's net.LookupTXT, join them into one value.
                         let bytes: Vec<u8> = txt
-                            .txt_data()
+                            .txt_data
                             .iter()
                             .flat_map(|s| s.iter().copied())
                             .collect();

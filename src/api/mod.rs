@@ -4,6 +4,7 @@
 pub mod add_leaf;
 pub mod dns;
 pub mod domain;
+pub mod forward;
 pub mod ops;
 pub mod public;
 pub mod public_suffix;

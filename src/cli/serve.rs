@@ -3,13 +3,14 @@
 
 use crate::api::add_leaf::Submitter;
 use crate::api::dns::{StaticResolver, SystemResolver, TxtResolver};
+use crate::api::forward::ForwardQueue;
 use crate::api::ops::{self, Ops};
 use crate::api::public::{self, PublicApi};
 use crate::api::rate_limit::RateLimiter;
 use crate::api::server::{self, HttpLimits};
 use crate::api::status_page::{self, StatusSource};
 use crate::app::LogApplication;
-use crate::config::NodeConfig;
+use crate::config::{CheckSubmissionsOn, NodeConfig};
 use crate::metrics::Metrics;
 use crate::publish::custody::{Custody, KeySlot};
 use crate::publish::publisher::{self, PublishConfig};
@@ -139,6 +140,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let state = Arc::new(LeafState::new(cfg.log_public_key()));
     let metrics = Arc::new(Metrics::default());
     let (group_commit, batcher) = GroupCommit::new(cfg.batch_config(), metrics.clone());
+    let (forwarder, forward_loop) = ForwardQueue::new();
     let submitter = Arc::new(Submitter {
         state: state.clone(),
         group_commit,
@@ -146,6 +148,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         resolver: setup.resolver,
         allow_test_domain: cfg.rate_limit.allow_test_domain,
         wait: Duration::from_millis(cfg.api.add_leaf_wait_ms),
+        check_on_follower: cfg.api.check_submissions_on == CheckSubmissionsOn::ReceivingNode,
+        forwarder,
         metrics: metrics.clone(),
     });
     let app = Arc::new(LogApplication {
@@ -158,6 +162,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("starting node {}", cfg.node.id))?;
     let handle = node.handle().clone();
     batcher.run(handle.clone());
+    forward_loop.run(handle.clone());
 
     let witnesses = setup.policy.map(|p| p.witnesses).unwrap_or_default();
     let status_source = Arc::new(StatusSource {

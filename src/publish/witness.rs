@@ -74,6 +74,8 @@ pub struct WitnessClient {
 impl WitnessClient {
     /// A client whose requests (connect, send and read) each give up after `timeout`.
     pub fn new(timeout: Duration) -> WitnessClient {
+        // reqwest is built without a crypto provider of its own (Cargo.toml).
+        quorumlog_raft::network::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

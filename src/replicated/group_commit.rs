@@ -91,6 +91,11 @@ impl GroupCommit {
         )
     }
 
+    /// Most leaves one [`GroupCommit::propose`] takes (at least 1).
+    pub fn max_leaves(&self) -> usize {
+        self.max_leaves.max(1)
+    }
+
     /// Commits `leaves` and returns their indexes, in order, once they are committed by a
     /// majority and applied on this node. Only the leader can commit. At most
     /// `max_leaves` leaves per call, so that no Raft entry outgrows what replication and
@@ -121,12 +126,25 @@ async fn collect(
     mut rx: mpsc::Receiver<Pending>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(first) = rx.recv().await {
+    // A submission that would overfill a batch opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let mut count = first.leaves.len();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.max_delay;
         while count < config.max_leaves {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(p)) if count + p.leaves.len() > config.max_leaves => {
+                    carried = Some(p);
+                    break;
+                }
                 Ok(Some(p)) => {
                     count += p.leaves.len();
                     batch.push(p);

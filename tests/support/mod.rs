@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bench;
+pub mod closed_loop;
 pub mod docker;
 pub mod load;
 pub mod script;
@@ -33,8 +34,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_quorumlog");
 
 static NEXT_BASE: AtomicU16 = AtomicU16::new(0);
 
-/// A base port with `count` free ports after it.
-fn free_base(count: u16) -> u16 {
+/// The first of `count` consecutive loopback ports that are free now.
+pub fn free_base(count: u16) -> u16 {
     // Below the kernel's ephemeral range (32768+), so outgoing connections never take a
     // port a node is about to listen on again after a restart.
     let start = 20000 + (std::process::id() % 200) as u16 * 50;
@@ -164,6 +165,11 @@ impl Cluster {
             .unwrap()
             .success();
         assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.procs.get(&id).map(Child::id)
     }
 
     /// SIGKILL: no shutdown code runs, as in a crash.

@@ -26,6 +26,7 @@ pub struct Http {
 
 impl Default for Http {
     fn default() -> Self {
+        quorumlog_raft::network::tls::install_crypto_provider();
         Http {
             // No pooled connections: a server that closes a connection after an error answer
             // (a refused oversized body, say) must not fail the next request on it.

@@ -421,7 +421,8 @@ impl Admin for AdminService {
             .app()
             .forward(&self.node, req.into_inner().request)
             .await
-            .map_err(|r| Status::failed_precondition(r.0))?;
+            // Not FAILED_PRECONDITION: the sender reads that as "not the leader".
+            .map_err(|r| Status::aborted(r.0))?;
         Ok(Response::new(ForwardReply { reply }))
     }
 
