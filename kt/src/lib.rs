@@ -1,6 +1,6 @@
 //! The verifiable parts of Quorumlog's Key Transparency directory, shared by the server,
 //! the `quorumlog kt` client and monitors: the sparse Merkle map's hashing ([`hasher`]),
-//! roots and proofs ([`map`]), users' entries and signed changes ([`entry`]), the records
+//! roots and proofs ([`map`]) and its versioned compressed form ([`trie`]), users' entries and signed changes ([`entry`]), the records
 //! of the log of mutations ([`record`]), signed map heads ([`head`]), the replay of an
 //! epoch ([`epoch`]), and the VRF that turns a user id into a map index ([`vrf`]). No
 //! storage, networking or async runtime (docs/kt.md).
@@ -11,4 +11,5 @@ pub mod hasher;
 pub mod head;
 pub mod map;
 pub mod record;
+pub mod trie;
 pub mod vrf;
