@@ -15,6 +15,7 @@
 use crate::hasher::{bit, masked, Coniks, Hash, Index, DEPTH};
 use crate::map::Proof;
 use sha2::digest::Digest;
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// A stored node: its depth and the first `depth` bits of its path.
@@ -255,6 +256,29 @@ impl<'a, D: Digest, S: Versioned + ?Sized> Reader<'a, D, S> {
     }
 }
 
+/// Versioned records in memory, for monitors, tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct MemoryStore(BTreeMap<([u8; 34], u64), Vec<u8>>);
+
+impl MemoryStore {
+    /// Stores what [`update`] returned for `epoch`.
+    pub fn write(&mut self, epoch: u64, writes: Vec<Write>) {
+        for (k, v) in writes {
+            self.0.insert((k, epoch), v);
+        }
+    }
+}
+
+impl Versioned for MemoryStore {
+    fn get(&self, key: &[u8; 34], epoch: u64) -> Result<Option<Vec<u8>>, TrieError> {
+        Ok(self
+            .0
+            .range((*key, 0)..=(*key, epoch))
+            .next_back()
+            .map(|(_, v)| v.clone()))
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -396,21 +420,6 @@ mod tests {
     use crate::hasher::ConiksSha256;
     use crate::map;
     use proptest::prelude::*;
-    use std::collections::BTreeMap;
-
-    /// Versioned records in memory: (key, epoch) -> value.
-    #[derive(Default)]
-    struct MemoryStore(BTreeMap<([u8; 34], u64), Vec<u8>>);
-
-    impl Versioned for MemoryStore {
-        fn get(&self, key: &[u8; 34], epoch: u64) -> Result<Option<Vec<u8>>, TrieError> {
-            Ok(self
-                .0
-                .range((*key, 0)..=(*key, epoch))
-                .next_back()
-                .map(|(_, v)| v.clone()))
-        }
-    }
 
     fn index() -> impl Strategy<Value = Index> {
         // Few distinct first bytes and a short random tail, so updates hit existing
@@ -450,9 +459,7 @@ mod tests {
                 let batch: Vec<(Index, Hash)> =
                     changes.iter().map(|(i, v)| (*i, h.leaf(i, &[*v]))).collect();
                 let (root, writes) = update(&h, &store, epoch, &batch).unwrap();
-                for (k, v) in writes {
-                    store.0.insert((k, epoch), v);
-                }
+                store.write(epoch, writes);
                 leaves.extend(batch.iter().copied());
                 history.push(leaves.clone());
                 let all: Vec<(Index, Hash)> = leaves.iter().map(|(i, l)| (*i, *l)).collect();
@@ -479,9 +486,7 @@ mod tests {
         let mut store = MemoryStore::default();
         let (_, writes) = update(&h, &store, 1, &[([1; 32], h.leaf(&[1; 32], b"x"))]).unwrap();
         assert_eq!(writes.len(), 2, "a leaf and the root pointer");
-        for (k, v) in writes {
-            store.0.insert((k, 1), v);
-        }
+        store.write(1, writes);
         let (root, writes) = update(&h, &store, 2, &[]).unwrap();
         assert!(writes.is_empty());
         assert_eq!(root, Reader::new(&h, &store, 1).root().unwrap());
@@ -491,7 +496,7 @@ mod tests {
     fn a_corrupt_record_is_an_error_not_a_panic() {
         let h = ConiksSha256::new(3);
         let mut store = MemoryStore::default();
-        store.0.insert((ROOT_KEY, 1), vec![3, 1, 2]);
+        store.write(1, vec![(ROOT_KEY, vec![3, 1, 2])]);
         let r = Reader::new(&h, &store, 1);
         assert!(matches!(r.root(), Err(TrieError::Corrupt(_))));
         assert!(r.prove(&[0; 32]).is_err());
