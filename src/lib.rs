@@ -9,6 +9,7 @@
 //! - [`publish`]: tree-head signing and witness cosigning.
 //! - [`metrics`]: counters and histograms for the ops listener.
 //! - [`status`]: the typed cluster status behind the status page and `admin status`.
+//! - [`kt`]: the Key Transparency directory's storage (the formats are `quorumlog-kt`).
 //! - [`config`]: a node's configuration file.
 //! - [`wire`]: the log's node-to-node messages (proto/log.proto).
 //! - [`app`]: all of the above as the one application a node gives its Raft layer.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod kt;
 pub mod merkle;
 pub mod metrics;
 pub mod publish;

@@ -29,7 +29,6 @@ pub(crate) struct Submitter {
 
 /// A signed add-leaf request and the leaf it makes.
 pub(crate) struct Submission {
-    /// The request body.
     pub(crate) body: String,
     /// The tree leaf, for the history.
     pub(crate) leaf: LeafValue,

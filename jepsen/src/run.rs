@@ -28,13 +28,11 @@ pub(crate) struct TestSpec {
     pub(crate) nemesis: String,
     /// How long faults are injected.
     pub(crate) time_limit: Duration,
-    /// The workload.
     pub(crate) workload: WorkloadSpec,
     /// Where runs are stored.
     pub(crate) store: PathBuf,
     /// Repository and binary for the cluster.
     pub(crate) repo: PathBuf,
-    /// The quorumlog binary.
     pub(crate) bin: PathBuf,
 }
 

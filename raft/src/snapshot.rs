@@ -300,7 +300,6 @@ pub enum ReceiveError {
     /// Chunks not in order: a gap in a file, or a file resumed after another began.
     #[error("snapshot file {name}: {reason}")]
     OutOfOrder {
-        /// The file.
         name: String,
         /// What was wrong.
         reason: String,

@@ -43,7 +43,6 @@ openraft::declare_raft_types!(
         Node = Peer,
 );
 
-/// A node id.
 pub type NodeId = u64;
 /// A leader's identity in a vote: term and node.
 pub type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, NodeId>;

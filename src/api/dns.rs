@@ -28,17 +28,13 @@ pub enum DnsError {
     /// The name server answered with an error or could not be reached.
     #[error("DNS lookup of {name} failed: {message}")]
     Lookup {
-        /// The queried name.
         name: String,
         /// What went wrong, as the resolver reports it.
         message: String,
     },
     /// No answer arrived in time.
     #[error("DNS lookup of {name} timed out")]
-    Timeout {
-        /// The queried name.
-        name: String,
-    },
+    Timeout { name: String },
 }
 
 /// Source of TXT records. Names are absolute: no search domains are appended.

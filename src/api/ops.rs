@@ -21,7 +21,6 @@ pub struct Ops {
     pub metrics: Arc<Metrics>,
 }
 
-/// The ops router.
 pub fn router(ops: Arc<Ops>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))

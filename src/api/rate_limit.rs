@@ -26,9 +26,7 @@ pub enum RateLimitError {
     /// The configuration file could not be read.
     #[error("cannot read rate-limit config {path}: {source}")]
     ReadConfig {
-        /// The configuration file.
         path: PathBuf,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -47,7 +45,6 @@ pub enum RateLimitError {
         path: PathBuf,
         /// The `public` line naming it.
         line: usize,
-        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

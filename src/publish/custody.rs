@@ -77,7 +77,6 @@ impl KeySlot {
         }
     }
 
-    /// The custody mode.
     pub fn custody(&self) -> Custody {
         self.custody
     }

@@ -320,9 +320,7 @@ impl ObservedHead<'_> {
 /// Everything the checkers share, derived once from the inputs.
 #[derive(Debug)]
 pub(crate) struct Analysis<'a> {
-    /// The configuration.
     pub(crate) config: &'a CheckConfig,
-    /// The final state.
     pub(crate) final_state: &'a FinalState,
     /// Operations in invoke order.
     pub(crate) ops: Vec<Operation<'a>>,
