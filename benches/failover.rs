@@ -35,7 +35,9 @@ use quorumlog_raft::network::pb::TransferLeaderRequest;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::bench::{env_or, exchange, post_add_leaf, publish_every_second, wanted, Sender};
+use support::bench::{
+    block_on, env_or, exchange, on_all_cores, post_add_leaf, publish_every_second, wanted, Sender,
+};
 use support::sigsum::{Http, Submitter};
 use support::Cluster;
 
@@ -91,25 +93,7 @@ impl Bodies {
         let t = Instant::now();
         let (keys, stock) = tokio::task::spawn_blocking(move || {
             let keys: Vec<Submitter> = seeds.map(Submitter::new).collect();
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let chunk = count.div_ceil(threads).max(1);
-            let stock = std::thread::scope(|s| {
-                let keys = &keys;
-                let parts: Vec<_> = (0..count)
-                    .step_by(chunk)
-                    .map(|lo| {
-                        s.spawn(move || {
-                            (lo..(lo + chunk).min(count))
-                                .map(|n| Bodies::body(keys, n as u64))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().expect("signing thread"))
-                    .collect::<Vec<_>>()
-            });
+            let stock = on_all_cores(count, |n| Bodies::body(&keys, n as u64));
             (keys, stock)
         })
         .await
@@ -583,10 +567,5 @@ async fn run() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    block_on(run());
 }

@@ -37,7 +37,7 @@ use quorumlog::merkle::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::bench::{env_or, get, post_add_leaf, publish_every_second, wanted};
+use support::bench::{block_on, env_or, get, post_add_leaf, publish_every_second, wanted};
 use support::closed_loop::{closed_loop, paced, MakeRequest, Pool};
 use support::docker::DockerCluster;
 use support::sigsum::Http;
@@ -288,10 +288,5 @@ async fn docker(clients: usize, leaves: usize) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    block_on(run());
 }

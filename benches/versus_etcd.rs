@@ -30,7 +30,9 @@ use hyper::{Method, Request};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::bench::{env_or, exchange, get, post_add_leaf, publish_every_second, wanted};
+use support::bench::{
+    block_on, env_or, exchange, get, post_add_leaf, publish_every_second, wanted,
+};
 use support::closed_loop::{closed_loop, MakeRequest, Pool, Tally};
 use support::{free_base, Cluster};
 
@@ -257,11 +259,5 @@ async fn run() {
 }
 
 fn main() {
-    // The same runtime as the http_load benchmark's clients.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run());
+    block_on(run());
 }

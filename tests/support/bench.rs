@@ -126,3 +126,30 @@ pub fn get(addr: &str, path: String) -> Request<Full<Bytes>> {
         .body(Full::new(Bytes::new()))
         .expect("a valid request")
 }
+
+/// `f(i)` for every `i` in `0..count`, in order, computed on all cores.
+pub fn on_all_cores<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = count.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let parts: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|lo| s.spawn(move || (lo..(lo + chunk).min(count)).map(f).collect::<Vec<T>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("worker thread"))
+            .collect()
+    })
+}
+
+/// Runs a benchmark's `run` on the two-worker runtime every load generator uses.
+pub fn block_on<F: std::future::Future>(run: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run)
+}

@@ -1,7 +1,7 @@
 //! The closed-loop and paced load generators of the benchmarks, and what they tally: each
 //! client has one HTTP/1.1 keep-alive connection with one request at a time on it.
 
-use super::bench::{exchange, post_add_leaf};
+use super::bench::{exchange, on_all_cores, post_add_leaf};
 use super::sigsum::Submitter;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -233,28 +233,9 @@ impl Pool {
         let t = Instant::now();
         let bodies = tokio::task::spawn_blocking(move || {
             let keys: Vec<Submitter> = (1..=KEYS as u8).map(Submitter::new).collect();
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            let chunk = count.div_ceil(threads).max(1);
-            std::thread::scope(|s| {
-                let keys = &keys;
-                let parts: Vec<_> = (0..count)
-                    .step_by(chunk)
-                    .map(|lo| {
-                        s.spawn(move || {
-                            (lo..(lo + chunk).min(count))
-                                .map(|i| {
-                                    let n = first + i as u64;
-                                    let req = keys[(n % KEYS) as usize].request(n);
-                                    Bytes::from(req.to_ascii())
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                parts
-                    .into_iter()
-                    .flat_map(|p| p.join().expect("signing thread"))
-                    .collect::<Vec<_>>()
+            on_all_cores(count, |i| {
+                let n = first + i as u64;
+                Bytes::from(keys[(n % KEYS) as usize].request(n).to_ascii())
             })
         })
         .await
