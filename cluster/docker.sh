@@ -154,7 +154,7 @@ create_cluster() {
     sigsum-key to-hex -k /w/witness.key.pub)
   "$BIN" init-cluster --nodes "$NODES" --dir "$DIR/cluster" --hosts n1,n2,n3 \
     --base-port 7000 --data-dir /var/lib/quorumlog/data \
-    --log-url "http://127.0.0.1:$(api_port 1)" --custody "$CUSTODY" \
+    --log-url "http://127.0.0.1:$(api_port 1)" --custody "$CUSTODY" --kt \
     --witness "witness:$whex:http://witness:7100" >/dev/null ||
     die "init-cluster failed"
   cp "$DIR/cluster/log.key.pub" "$DIR/secrets/witness/log.key.pub"

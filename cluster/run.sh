@@ -72,7 +72,7 @@ start() {
   if [ ! -f "$DIR/cluster/ca.pem" ]; then
     local whex
     whex=$(sigsum-key to-hex -k "$DIR/witness.key.pub")
-    "$BIN" init-cluster --nodes "$NODES" --dir "$DIR/cluster" --base-port "$BASE" \
+    "$BIN" init-cluster --nodes "$NODES" --dir "$DIR/cluster" --base-port "$BASE" --kt \
       --witness "witness1:$whex:http://127.0.0.1:$WPORT" >/dev/null
     log "created cluster in $DIR/cluster"
   fi

@@ -34,7 +34,11 @@ else
   # current server binary the node image is made from).
   cargo build --release --workspace --bins
   for family in partition kill pause transfer membership power mixed; do
-    "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis "$family" --time-limit 50
+    # The directory workload rides along where leaders die mid-epoch.
+    directory=()
+    case "$family" in kill | mixed) directory=(--directory) ;; esac
+    "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis "$family" --time-limit 50 \
+      "${directory[@]}"
   done
 
   # The planted fault (docs/jepsen.md): a build whose Raft log never fsyncs must be caught

@@ -3,10 +3,13 @@
 //! hand-over around leadership transfers.
 
 use crate::api::add_leaf::Submitter;
+use crate::kt::updates::Updates;
 use crate::publish::custody::KeySlot;
 use crate::replicated::LeafState;
+use crate::wire;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use prost::Message;
 use quorumlog_raft::types::{Command, CommandResult, NodeId};
 use quorumlog_raft::{Application, NodeHandle, Refusal};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
@@ -18,6 +21,8 @@ pub struct LogApplication {
     pub state: Arc<LeafState>,
     pub submitter: Arc<Submitter>,
     pub keys: Arc<KeySlot>,
+    /// The directory's update path, if this log runs one.
+    pub updates: Option<Arc<Updates>>,
 }
 
 impl Application for LogApplication {
@@ -36,9 +41,9 @@ impl Application for LogApplication {
     fn apply(
         &self,
         commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
+        progress: &mut dyn FnMut(&mut WriteBatch, usize),
     ) -> io::Result<Vec<CommandResult>> {
-        self.state.apply(commands, meta)
+        self.state.apply(commands, progress)
     }
 
     fn status(&self) -> Vec<u8> {
@@ -49,11 +54,28 @@ impl Application for LogApplication {
 
     fn forward(
         &self,
-        _node: &NodeHandle,
+        node: &NodeHandle,
         request: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, Refusal>> {
+        let f = match wire::ForwardedAddLeaf::decode(request.as_slice()) {
+            Ok(f) => f,
+            Err(e) => {
+                return futures::future::ready(Err(Refusal(format!(
+                    "undecodable forwarded request: {e}"
+                ))))
+                .boxed()
+            }
+        };
+        if let Some(update) = f.kt_update {
+            let Some(updates) = self.updates.clone() else {
+                return futures::future::ready(Err(Refusal("this log runs no directory".into())))
+                    .boxed();
+            };
+            let node = node.clone();
+            return async move { Ok(updates.forwarded(&node, &update).await) }.boxed();
+        }
         let submitter = self.submitter.clone();
-        async move { Ok(submitter.forwarded(&request).await) }.boxed()
+        async move { Ok(submitter.forwarded(f).await) }.boxed()
     }
 
     fn receive_handover(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<String, Refusal>> {

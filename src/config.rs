@@ -69,6 +69,9 @@ pub struct NodeConfig {
     /// Rate limits for add-leaf.
     #[serde(default)]
     pub rate_limit: RateLimitSection,
+    /// The Key Transparency directory (docs/kt.md); none if absent.
+    #[serde(default)]
+    pub kt: Option<KtSection>,
     /// Directory the relative paths are resolved against (the config file's directory).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -188,6 +191,48 @@ impl Default for ApiSection {
             request_timeout_ms: 30_000,
         }
     }
+}
+
+/// `[kt]`: the directory's identity and epochs. Its keys derive from the log key
+/// (`quorumlog init-cluster --kt` writes their public halves here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KtSection {
+    /// Binds map hashes to this directory (any number; never change it).
+    #[serde(default = "default_map_id")]
+    pub map_id: u64,
+    /// The directory's Ed25519 public key, hex.
+    pub directory_key: String,
+    /// The directory's VRF public key (ristretto255), hex.
+    pub vrf_key: String,
+    /// The leader closes an epoch this often when updates are waiting.
+    #[serde(default = "default_epoch_interval_ms")]
+    pub epoch_interval_ms: u64,
+    /// ... or as soon as this many updates are waiting.
+    #[serde(default = "default_max_epoch_mutations")]
+    pub max_epoch_mutations: u64,
+    /// Longest user id, in bytes.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_id_bytes: usize,
+    /// Longest value, in bytes.
+    #[serde(default = "default_max_value_bytes")]
+    pub max_value_bytes: usize,
+}
+
+fn default_map_id() -> u64 {
+    1
+}
+fn default_epoch_interval_ms() -> u64 {
+    1000
+}
+fn default_max_epoch_mutations() -> u64 {
+    10_000
+}
+fn default_max_id_bytes() -> usize {
+    256
+}
+fn default_max_value_bytes() -> usize {
+    8192
 }
 
 /// Where add-leaf requests are checked (`[api] check_submissions_on`).
@@ -341,6 +386,23 @@ impl NodeConfig {
         if hex_key(&self.log.public_key).is_none() {
             return Err("log.public_key must be 64 hex characters".into());
         }
+        if let Some(kt) = &self.kt {
+            if hex_key(&kt.directory_key).is_none() || hex_key(&kt.vrf_key).is_none() {
+                return Err("kt.directory_key and kt.vrf_key must be 64 hex characters".into());
+            }
+            if kt.epoch_interval_ms == 0 || kt.max_epoch_mutations == 0 {
+                return Err(
+                    "kt.epoch_interval_ms and kt.max_epoch_mutations must be at least 1".into(),
+                );
+            }
+            if kt.max_id_bytes == 0 || kt.max_value_bytes == 0 || kt.max_value_bytes > 16 << 10 {
+                return Err(
+                    "kt.max_id_bytes must be at least 1 and kt.max_value_bytes between 1 and 16384 \
+                     (an update travels hex-encoded in one request body)"
+                        .into(),
+                );
+            }
+        }
         if self.node.bootstrap && !self.members.iter().any(|m| m.id == self.node.id) {
             return Err("a bootstrapping node must list itself in [[members]]".into());
         }
@@ -354,6 +416,16 @@ impl NodeConfig {
     }
 
     /// A path from the file, resolved against the file's directory.
+    /// The directory's parameters, if this node runs one.
+    pub fn kt_params(&self) -> Option<crate::kt::directory::Params> {
+        let kt = self.kt.as_ref()?;
+        Some(crate::kt::directory::Params {
+            map_id: kt.map_id,
+            signing_key: crate::sigsum::crypto::PublicKey(hex_key(&kt.directory_key)?),
+            vrf_key: hex_key(&kt.vrf_key)?,
+        })
+    }
+
     pub fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()

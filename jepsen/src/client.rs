@@ -126,6 +126,20 @@ impl Api {
         Ok((status, r.text().await.map_err(|e| e.to_string())?))
     }
 
+    /// `POST http://addr/path` with a JSON body.
+    pub(crate) async fn post(&self, addr: &str, path: &str, body: &str) -> Answer {
+        let r = self
+            .http
+            .post(format!("http://{addr}/{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await.map_err(|e| e.to_string())?))
+    }
+
     /// `POST http://addr/add-leaf`.
     pub(crate) async fn add_leaf(&self, addr: &str, body: &str) -> Answer {
         let r = self

@@ -158,6 +158,34 @@ pub(crate) enum Op {
     Status(Option<StatusValue>),
     /// A fault starts or is healed.
     Nemesis(NemesisValue),
+    /// `POST /kt/v1/update` of the directory workload.
+    KtUpdate(KtUpdateValue),
+    /// `GET /kt/v1/heads`: the signed map heads a node served (empty on invoke and failure).
+    KtHeads(Vec<KtHeadValue>),
+}
+
+/// A directory update as the workload made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KtUpdateValue {
+    /// The user id.
+    pub(crate) user: String,
+    /// The new value (UTF-8).
+    pub(crate) value: String,
+    /// The signed mutation, hex.
+    pub(crate) mutation: String,
+    /// Its place in the log of mutations (on `ok`).
+    pub(crate) log_index: Option<u64>,
+}
+
+/// A signed map head and the Sigsum leaf carrying it, as a node served them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KtHeadValue {
+    pub(crate) epoch: u64,
+    /// The signed head, hex.
+    pub(crate) signed_head: String,
+    /// The 128-byte Sigsum leaf, hex.
+    pub(crate) leaf: String,
+    pub(crate) leaf_index: u64,
 }
 
 /// One line of `history.jsonl`.

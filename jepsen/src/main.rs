@@ -10,6 +10,7 @@
 mod check;
 mod client;
 mod cluster;
+mod directory;
 mod history;
 mod nemesis;
 mod powerfs;
@@ -65,6 +66,11 @@ enum Command {
         /// `durability`) finds it invalid, and fails if the checkers miss the fault.
         #[arg(long)]
         expect_invalid: Option<String>,
+        /// Also run the Key Transparency directory workload: writers updating their own
+        /// users through random nodes, a reader of every node's signed map heads, the
+        /// directory checker, and `quorumlog kt monitor` against every node at the end.
+        #[arg(long)]
+        directory: bool,
     },
     /// Check a stored run again with this build's checkers (rewrites results.json and
     /// report.html); exits non-zero if it is invalid.
@@ -124,6 +130,7 @@ fn main() -> anyhow::Result<()> {
             store,
             bin,
             expect_invalid,
+            directory,
         } => {
             nemesis::Plan::parse(&nemesis)?;
             if let Some(name) = &expect_invalid {
@@ -155,6 +162,7 @@ fn main() -> anyhow::Result<()> {
                     nemesis: nemesis.clone(),
                     time_limit: Duration::from_secs(time_limit),
                     workload: workload::WorkloadSpec {
+                        directory,
                         concurrency,
                         rate,
                         seed: seed + k,

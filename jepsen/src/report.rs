@@ -47,15 +47,19 @@ enum Kind {
     Consistency,
     Inclusion,
     Status,
+    KtUpdate,
+    KtHeads,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 7] = [
         Kind::AddLeaf,
         Kind::ReadHead,
         Kind::Consistency,
         Kind::Inclusion,
         Kind::Status,
+        Kind::KtUpdate,
+        Kind::KtHeads,
     ];
 
     /// The client kind of an operation; `None` for nemesis operations.
@@ -66,6 +70,8 @@ impl Kind {
             Op::Consistency(_) => Some(Kind::Consistency),
             Op::Inclusion(_) => Some(Kind::Inclusion),
             Op::Status(_) => Some(Kind::Status),
+            Op::KtUpdate(_) => Some(Kind::KtUpdate),
+            Op::KtHeads(_) => Some(Kind::KtHeads),
             Op::Nemesis(_) => None,
         }
     }
@@ -78,6 +84,8 @@ impl Kind {
             Kind::Consistency => "consistency",
             Kind::Inclusion => "inclusion",
             Kind::Status => "status",
+            Kind::KtUpdate => "kt_update",
+            Kind::KtHeads => "kt_heads",
         }
     }
 
@@ -87,7 +95,8 @@ impl Kind {
             Kind::AddLeaf | Kind::ReadHead => Marker::Circle,
             Kind::Consistency => Marker::Square,
             Kind::Inclusion => Marker::Triangle,
-            Kind::Status => Marker::Diamond,
+            Kind::Status | Kind::KtHeads => Marker::Diamond,
+            Kind::KtUpdate => Marker::Square,
         }
     }
 
@@ -99,6 +108,8 @@ impl Kind {
             Kind::Consistency => "#9467bd",
             Kind::Inclusion => "#8c564b",
             Kind::Status => "#7f7f7f",
+            Kind::KtUpdate => "#e377c2",
+            Kind::KtHeads => "#bcbd22",
         }
     }
 }

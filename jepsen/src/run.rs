@@ -1,9 +1,13 @@
 //! One test: a fresh cluster, the workload, the nemesis schedule, a recovery period, the
 //! final state read back from every node, the checkers, and the stored run.
 
-use crate::check::{check_all, CheckConfig, FinalState, NodeFinal, Results};
+use crate::check::{
+    check_all, CheckConfig, DirectoryConfig, DirectoryFinal, FinalState, NodeFinal, Results,
+};
 use crate::client::{parse_leaves, parse_tree_head, Api};
+use crate::cluster::hex32;
 use crate::cluster::{Cluster, ClusterSpec, NODES};
+use crate::directory::parse_heads;
 use crate::history::{to_jsonl, Recorder};
 use crate::nemesis::{Nemesis, Plan};
 use crate::report::render_html;
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// The cluster's publication settings (cluster/docker.sh keeps init-cluster's defaults).
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(3);
 const WITNESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// The directory's `[kt] epoch_interval_ms` (init-cluster's default).
+const EPOCH_INTERVAL: Duration = Duration::from_secs(1);
 /// Writers go on this long after the last heal, so recovery is measured under load.
 const RECOVERY: Duration = Duration::from_secs(10);
 /// Longest the final reads wait for every node to serve a head of the whole tree.
@@ -92,7 +98,14 @@ async fn drive(
     // The readers watch every node converge on a head of the whole tree: one cosigned in
     // a publication round that began after the last write was acknowledged (a round that
     // began earlier gets its cosignature at most one witness timeout later).
-    let after = unix_now() + WITNESS_TIMEOUT.as_secs() + 1;
+    // With a directory, its last epoch closes up to one epoch interval after the last
+    // update, and its head must be in the converged tree head too.
+    let epoch_wait = if spec.workload.directory {
+        EPOCH_INTERVAL.as_secs() + 1
+    } else {
+        0
+    };
+    let after = unix_now() + WITNESS_TIMEOUT.as_secs() + 1 + epoch_wait;
     let api = Api::new(Duration::from_secs(5));
     let deadline = Instant::now() + CONVERGE;
     while Instant::now() < deadline && !converged(&api, &addrs, after).await {
@@ -109,9 +122,17 @@ async fn drive(
         };
         final_state.nodes.insert(k, node);
     }
+    let mut config = CheckConfig::new(cluster.log_key()?, NODES);
+    if spec.workload.directory {
+        config.directory = Some(directory_config(&api, &addrs).await?);
+        let log_key = hex::encode(cluster.log_key()?);
+        for k in 1..=NODES {
+            let d = read_directory(&api, &addrs[(k - 1) as usize], &spec.bin, &log_key).await;
+            final_state.directory.insert(k, d);
+        }
+    }
     let history = rec.snapshot();
 
-    let mut config = CheckConfig::new(cluster.log_key()?, NODES);
     let (wname, wkey) = cluster.witness_key()?;
     config.witness_keys.insert(wname, wkey);
     config.publish_interval = PUBLISH_INTERVAL;
@@ -182,6 +203,110 @@ async fn read_final(api: &Api, addr: &str) -> NodeFinal {
         leaves,
         head,
         head_time_ns: None,
+    }
+}
+
+/// The directory's map id and key, from the first node that answers.
+async fn directory_config(api: &Api, addrs: &[String]) -> anyhow::Result<DirectoryConfig> {
+    for a in addrs {
+        if let Ok((200, body)) = api.get(a, "kt/v1/parameters").await {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            let key = v
+                .get("directory_key")
+                .and_then(|k| k.as_str())
+                .and_then(hex32)
+                .context("parameters without a directory key")?;
+            return Ok(DirectoryConfig {
+                map_id: v
+                    .get("map_id")
+                    .and_then(|m| m.as_u64())
+                    .context("no map id")?,
+                directory_key: key,
+            });
+        }
+    }
+    anyhow::bail!("no node served the directory's parameters")
+}
+
+/// A node's signed map heads, its log of mutations up to the newest, and what
+/// `quorumlog kt monitor` says of it.
+async fn read_directory(api: &Api, addr: &str, bin: &Path, log_key: &str) -> DirectoryFinal {
+    let mut heads = Vec::new();
+    loop {
+        let start = heads.len() as u64 + 1;
+        let path = format!("kt/v1/heads?start={start}&end={}", start + 256);
+        let Ok((200, body)) = api.get(addr, &path).await else {
+            break;
+        };
+        let Some((got, latest)) = parse_heads(&body) else {
+            break;
+        };
+        let n = got.len() as u64;
+        heads.extend(got);
+        if n == 0 || start + n > latest {
+            break;
+        }
+    }
+    let log_size = heads
+        .last()
+        .and_then(|h| hex::decode(&h.signed_head).ok())
+        .filter(|b| b.len() >= 89)
+        .map_or(0, |b| {
+            // The log size follows the prefix (25), map id, epoch and map root.
+            u64::from_be_bytes(b[25 + 48..25 + 56].try_into().expect("8 bytes"))
+        });
+    let mut records = Vec::new();
+    while (records.len() as u64) < log_size {
+        let start = records.len() as u64;
+        let path = format!(
+            "kt/v1/records?start={start}&end={}",
+            log_size.min(start + 512)
+        );
+        let got: Vec<String> = match api.get(addr, &path).await {
+            Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("records")?
+                        .as_array()?
+                        .iter()
+                        .map(|r| r.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if got.is_empty() {
+            break;
+        }
+        records.extend(got);
+    }
+    let monitor = tokio::process::Command::new(bin)
+        .args([
+            "kt",
+            "--url",
+            &format!("http://{addr}"),
+            "--log-key",
+            log_key,
+            "monitor",
+        ])
+        .output()
+        .await;
+    let (monitor_verified, monitor_output) = match monitor {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, format!("could not run {}: {e}", bin.display())),
+    };
+    DirectoryFinal {
+        heads,
+        records,
+        monitor_verified,
+        monitor_output,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::client::{leaf_hash_hex, parse_proof, parse_tree_head, Api, Submitter};
 use crate::cluster::NODES;
+use crate::directory::{read_heads, DirectoryWriter};
 use crate::history::{
     ConsistencyValue, EventType, HeadValue, InclusionValue, LeafValue, Op, Process, Recorder,
     StatusValue,
@@ -33,7 +34,13 @@ pub(crate) struct WorkloadSpec {
     pub(crate) rate: f64,
     /// Seed of the run (keys, node choice).
     pub(crate) seed: u64,
+    /// Also run the directory workload (`--directory`).
+    pub(crate) directory: bool,
 }
+
+/// Directory writers, and the updates per second they make together.
+const DIRECTORY_WRITERS: u64 = 2;
+const DIRECTORY_RATE: f64 = 10.0;
 
 /// A running workload.
 pub(crate) struct Workload {
@@ -55,7 +62,7 @@ impl Workload {
         let acked: Acked = Arc::default();
         let addrs = Arc::new(addrs);
         let per_writer = Duration::from_secs_f64(spec.concurrency as f64 / spec.rate.max(0.01));
-        let writers = (0..spec.concurrency)
+        let writers: Vec<_> = (0..spec.concurrency)
             .map(|c| {
                 let w = Writer {
                     process: c,
@@ -88,11 +95,34 @@ impl Workload {
             .collect();
         readers.push(tokio::spawn(poll_status(
             spec.concurrency + READERS,
-            api,
-            addrs,
-            rec,
+            api.clone(),
+            addrs.clone(),
+            rec.clone(),
             stop_readers.clone(),
         )));
+        let mut writers = writers;
+        if spec.directory {
+            let first = spec.concurrency + READERS + 1;
+            for w in 0..DIRECTORY_WRITERS {
+                let dw = DirectoryWriter {
+                    process: first + w,
+                    run: spec.seed,
+                    api: api.clone(),
+                    addrs: addrs.clone(),
+                    rec: rec.clone(),
+                    stop: stop_writers.clone(),
+                    every: Duration::from_secs_f64(DIRECTORY_WRITERS as f64 / DIRECTORY_RATE),
+                };
+                writers.push(tokio::spawn(dw.run()));
+            }
+            readers.push(tokio::spawn(read_heads(
+                first + DIRECTORY_WRITERS,
+                api,
+                addrs,
+                rec,
+                stop_readers.clone(),
+            )));
+        }
         Workload {
             stop_writers,
             stop_readers,

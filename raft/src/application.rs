@@ -26,14 +26,16 @@ pub trait Application: Send + Sync + 'static {
     fn db_options(&self) -> Options;
     /// Binds to the state database, at startup and again after a snapshot install.
     fn attach(&self, db: Arc<DB>) -> io::Result<()>;
-    /// Applies `commands` in log order and calls `meta` exactly once, into the last write
-    /// to the attached database. Several writes are allowed only if applying the same
-    /// commands again after a crash between them changes nothing. Returns one result per
+    /// Applies `commands` in log order. `progress(batch, done)` adds Raft's progress to a
+    /// write that completes the first `done` commands; the last write to the attached
+    /// database must carry `progress(batch, commands.len())`. A write that records no
+    /// progress is applied again after a crash before the next one that does, so either
+    /// applying it twice changes nothing or it records its progress. Returns one result per
     /// command. Must be deterministic: every node applies the same commands.
     fn apply(
         &self,
         commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
+        progress: &mut dyn FnMut(&mut WriteBatch, usize),
     ) -> io::Result<Vec<CommandResult>>;
     /// The application's status for `NodeStatus.app_status`, in its own encoding (the raft
     /// layer passes it through without reading it).

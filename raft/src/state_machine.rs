@@ -101,6 +101,29 @@ fn meta_writer<'a>(
     })
 }
 
+/// Writes the progress of a chunk whose command `k` sits at `points[k]` (its entry's log id
+/// and the membership as of that entry): a write completing the first `done` commands
+/// records `points[done - 1]`, the one completing all of them the chunk's end.
+fn progress_writer<'a>(
+    db: &'a DB,
+    points: &'a [(LogId, StoredMembership)],
+    end: (Option<LogId>, &'a StoredMembership),
+) -> io::Result<impl FnMut(&mut WriteBatch, usize) + 'a> {
+    let cf = db.cf_handle(CF_SM_META).ok_or_else(|| io_err("sm_meta"))?;
+    Ok(move |b: &mut WriteBatch, done: usize| {
+        let (applied, membership) = if done >= points.len() {
+            end
+        } else if done == 0 {
+            return;
+        } else {
+            let (id, m) = &points[done - 1];
+            (Some(*id), m)
+        };
+        b.put_cf(cf, KEY_APPLIED, encode(&applied));
+        b.put_cf(cf, KEY_MEMBERSHIP, encode(membership));
+    })
+}
+
 impl StateMachine {
     /// Opens the state under `data_dir/state` and snapshots under `data_dir/snapshots`.
     pub fn open(data_dir: &Path, app: Arc<dyn Application>) -> io::Result<StateMachine> {
@@ -167,9 +190,13 @@ impl StateMachine {
         let mut live = self.lock();
         let mut membership = live.membership.clone();
         let mut commands = Vec::new();
+        let mut points = Vec::new();
         for (log_id, payload) in entries {
             match payload {
-                EntryPayload::Normal(c) => commands.push(c),
+                EntryPayload::Normal(c) => {
+                    commands.push(c);
+                    points.push((*log_id, membership.clone()));
+                }
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(*log_id), m.clone());
                 }
@@ -178,14 +205,14 @@ impl StateMachine {
         }
         let last = entries.last().map(|(l, _)| *l);
         let db = live.db.clone();
-        let mut meta = meta_writer(&db, last, &membership)?;
         let mut results = if commands.is_empty() {
             let mut batch = WriteBatch::default();
-            meta(&mut batch);
+            meta_writer(&db, last, &membership)?(&mut batch);
             db.write(batch).map_err(io_err)?;
             Vec::new()
         } else {
-            self.inner.app.apply(&commands, &mut meta)?
+            let mut progress = progress_writer(&db, &points, (last, &membership))?;
+            self.inner.app.apply(&commands, &mut progress)?
         }
         .into_iter();
         live.last_applied = last;

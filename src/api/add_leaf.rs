@@ -95,6 +95,7 @@ impl AddLeafOutcome {
             outcome: outcome.into(),
             message: self.message().to_string(),
             checked: Vec::new(),
+            kt: None,
         }
     }
 
@@ -245,6 +246,7 @@ impl Submitter {
             body: body.to_vec(),
             token: token.map(str::to_string),
             checked: Vec::new(),
+            kt_update: None,
         };
         match node.forward_to_leader(forwarded.encode_to_vec()).await {
             Ok(reply) => AddLeafOutcome::from_wire(&reply),
@@ -389,15 +391,7 @@ impl Submitter {
 
     /// The leader's part for what a follower forwarded: one raw request, or a batch of
     /// checked leaves. Returns the encoded answer.
-    pub async fn forwarded(&self, payload: &[u8]) -> Vec<u8> {
-        let f = match wire::ForwardedAddLeaf::decode(payload) {
-            Ok(f) => f,
-            Err(e) => {
-                let o = AddLeafOutcome::Invalid(format!("undecodable forwarded request: {e}"));
-                self.metrics.add_leaf_answered(o.http_status().as_u16());
-                return o.to_answer().encode_to_vec();
-            }
-        };
+    pub async fn forwarded(&self, f: wire::ForwardedAddLeaf) -> Vec<u8> {
         if f.checked.is_empty() {
             let outcome = match AddLeafRequest::parse(&f.body) {
                 Err(e) => AddLeafOutcome::Invalid(format!("invalid add-leaf request: {e}")),
@@ -434,6 +428,7 @@ impl Submitter {
             outcome: wire::AddLeafOutcome::Added.into(),
             message: String::new(),
             checked: answers.iter().map(AddLeafOutcome::to_answer).collect(),
+            kt: None,
         }
         .encode_to_vec()
     }
@@ -464,6 +459,7 @@ mod tests {
             outcome: 99,
             message: "from the future".into(),
             checked: Vec::new(),
+            kt: None,
         };
         let got = AddLeafOutcome::from_wire(&unknown.encode_to_vec());
         assert!(

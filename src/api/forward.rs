@@ -204,6 +204,7 @@ mod tests {
             outcome: wire::AddLeafOutcome::Added.into(),
             message: String::new(),
             checked: outcomes.iter().map(AddLeafOutcome::to_answer).collect(),
+            kt: None,
         }
         .encode_to_vec()
     }

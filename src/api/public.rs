@@ -183,11 +183,9 @@ fn int(what: &str, s: &str) -> Result<u64, ApiError> {
     parse_int(s).map_err(|e| bad(format!("{what}: {e}")))
 }
 
-async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, ApiError> {
-    // A learner replaying the log, or a removed node, holds an older published head than
-    // the one this address served before (a wiped node re-added under its old name starts
-    // again from size 0): it must not present that as the log's current head.
-    let node = &api.node;
+/// Refuses to serve the published head (or anything verified against it) from a node that
+/// may hold an older one than the cluster has published.
+pub(crate) fn serving_current(node: &NodeHandle) -> Result<(), ApiError> {
     if !node.is_voter() {
         return Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -215,6 +213,11 @@ async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, Ap
             ),
         ));
     }
+    Ok(())
+}
+
+async fn get_tree_head(State(api): State<Arc<PublicApi>>) -> Result<Response, ApiError> {
+    serving_current(&api.node)?;
     let head = api.state.published_head().ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,

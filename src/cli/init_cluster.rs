@@ -1,8 +1,8 @@
 //! `init-cluster` and `new-node`: certificates, keys and configuration files.
 
 use crate::config::{
-    ApiSection, BatchSection, LogSection, MemberSection, NodeConfig, NodeSection, PublishSection,
-    RaftSection, RateLimitSection, TlsSection,
+    ApiSection, BatchSection, KtSection, LogSection, MemberSection, NodeConfig, NodeSection,
+    PublishSection, RaftSection, RateLimitSection, TlsSection,
 };
 use crate::publish::custody::Custody;
 use crate::publish::signer::LogSigner;
@@ -154,6 +154,7 @@ fn node_config(
     bootstrap: bool,
     members: Vec<MemberSection>,
     custody: Custody,
+    kt: Option<KtSection>,
 ) -> anyhow::Result<NodeConfig> {
     // In custody `handoff` only the bootstrapping node starts with the key; the others get
     // it in a transfer or from `admin load-key`.
@@ -189,6 +190,7 @@ fn node_config(
         publish: PublishSection::default(),
         api: ApiSection::default(),
         rate_limit: RateLimitSection::default(),
+        kt,
         base_dir: PathBuf::new(),
     })
 }
@@ -223,6 +225,7 @@ pub fn init_cluster(
     log_url: Option<&str>,
     witnesses: &[WitnessArg],
     custody: Custody,
+    with_directory: bool,
 ) -> anyhow::Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
@@ -263,11 +266,27 @@ pub fn init_cluster(
     pki::write_public(&dir.join("log.pub"), format!("{public_hex}\n").as_bytes())?;
     // The same public key in OpenSSH form, for the sigsum-go tools (sigsum-witness --log-key).
     pki::write_public(&dir.join("log.key.pub"), public.to_openssh().as_bytes())?;
+    let kt = if with_directory {
+        let keys = log_key.directory().public();
+        let text = format!("{} {}\n", hex::encode(keys.signing), hex::encode(keys.vrf));
+        pki::write_public(&dir.join(KT_PUB), text.as_bytes())?;
+        Some(kt_section(&text)?)
+    } else {
+        None
+    };
 
     let mut configs = Vec::new();
     for id in 1..=nodes {
         // Exactly one node initialises the cluster, and only while it has no Raft state.
-        let cfg = node_config(id, layout, &public_hex, id == 1, members.clone(), custody)?;
+        let cfg = node_config(
+            id,
+            layout,
+            &public_hex,
+            id == 1,
+            members.clone(),
+            custody,
+            kt.clone(),
+        )?;
         configs.push(write_node(dir, &ca, &cfg, layout.host(id)?)?);
     }
     let default_url = format!("http://{}", members[0].api_addr);
@@ -381,6 +400,26 @@ fn valid_host(h: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
+/// The directory's public keys (`<signing key hex> <vrf key hex>`), in a cluster made with
+/// `--kt`.
+const KT_PUB: &str = "kt.pub";
+
+fn kt_section(kt_pub: &str) -> anyhow::Result<KtSection> {
+    let mut words = kt_pub.split_whitespace();
+    let (Some(directory_key), Some(vrf_key)) = (words.next(), words.next()) else {
+        bail!("{KT_PUB} must hold the directory key and the VRF key, hex");
+    };
+    Ok(KtSection {
+        map_id: 1,
+        directory_key: directory_key.into(),
+        vrf_key: vrf_key.into(),
+        epoch_interval_ms: 1000,
+        max_epoch_mutations: 10_000,
+        max_id_bytes: 256,
+        max_value_bytes: 8192,
+    })
+}
+
 /// Creates the files of node `id` for the existing cluster in `dir`.
 pub fn new_node(dir: &Path, id: u64, layout: &Layout, custody: Custody) -> anyhow::Result<()> {
     if id == 0 {
@@ -392,7 +431,12 @@ pub fn new_node(dir: &Path, id: u64, layout: &Layout, custody: Custody) -> anyho
         .trim()
         .to_string();
     layout.check()?;
-    let cfg = node_config(id, layout, &public_hex, false, Vec::new(), custody)?;
+    let kt = match std::fs::read_to_string(dir.join(KT_PUB)) {
+        Ok(text) => Some(kt_section(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.join(KT_PUB).display())),
+    };
+    let cfg = node_config(id, layout, &public_hex, false, Vec::new(), custody, kt)?;
     let path = write_node(dir, &ca, &cfg, layout.host(id)?)?;
     println!("node {id} config: {}", path.display());
     println!(

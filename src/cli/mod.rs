@@ -2,6 +2,7 @@
 
 mod admin;
 mod init_cluster;
+mod kt;
 mod serve;
 
 pub use admin::{connect_admin, AdminCommand};
@@ -72,6 +73,10 @@ enum Command {
         /// or `handoff` (only node 1 starts with the key; transfers hand it over).
         #[arg(long, value_enum, default_value = "file")]
         custody: CustodyArg,
+        /// Also run a Key Transparency directory (docs/kt.md): writes `[kt]` with the
+        /// directory's public keys (derived from the log key) into every node's config.
+        #[arg(long)]
+        kt: bool,
     },
     /// Write the certificate and config of one more node for an existing cluster directory.
     NewNode {
@@ -142,6 +147,26 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// A Key Transparency directory client (docs/kt.md): update, verified lookups, monitor.
+    Kt {
+        /// The directory's URL (any node's public API).
+        #[arg(long, default_value = "http://127.0.0.1:7000")]
+        url: String,
+        /// The Sigsum log's URL for tree-head proofs (default: --url).
+        #[arg(long)]
+        log_url: Option<String>,
+        /// The log's public key: hex, or a file holding it (init-cluster writes log.pub).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A Sigsum policy the log's tree heads must satisfy (witness cosignatures).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Where to keep the last verified tree head, to check the next one is consistent.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[command(subcommand)]
+        command: kt::KtCommand,
+    },
 }
 
 /// Runs the parsed command.
@@ -157,6 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             log_url,
             witnesses,
             custody,
+            kt,
         } => {
             let layout = Layout {
                 hosts: if hosts.is_empty() {
@@ -168,7 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
             };
             let url = log_url.as_deref();
-            init_cluster::init_cluster(nodes, &dir, &layout, url, &witnesses, custody.into())
+            init_cluster::init_cluster(nodes, &dir, &layout, url, &witnesses, custody.into(), kt)
         }
         Command::NewNode {
             dir,
@@ -198,7 +224,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     base_port: port,
                     data_dir: None,
                 };
-                init_cluster::init_cluster(1, &dir, &layout, None, &[], Custody::File)?;
+                init_cluster::init_cluster(1, &dir, &layout, None, &[], Custody::File, true)?;
             }
             println!(
                 "dev log: public API http://127.0.0.1:{port}, metrics http://127.0.0.1:{}/metrics, policy {}",
@@ -214,6 +240,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command,
         } => runtime()?.block_on(admin::admin(&config, operator.as_deref(), command)),
         Command::RenewCert { dir, node, host } => init_cluster::renew_cert(&dir, node, host),
+        Command::Kt {
+            command: kt::KtCommand::Keygen { out },
+            ..
+        } => kt::keygen(&out),
+        Command::Kt {
+            url,
+            log_url,
+            log_key,
+            policy,
+            state,
+            command,
+        } => runtime()?.block_on(async {
+            let log_key = log_key.ok_or_else(|| {
+                anyhow::anyhow!("--log-key is required: the client trusts the log it names")
+            })?;
+            let client =
+                kt::Client::connect(&url, log_url.as_deref(), &log_key, policy.as_deref(), state)
+                    .await?;
+            kt::run(client, command).await
+        }),
     }
 }
 

@@ -11,6 +11,11 @@ use crate::api::server::{self, HttpLimits};
 use crate::api::status_page::{self, StatusSource};
 use crate::app::LogApplication;
 use crate::config::{CheckSubmissionsOn, NodeConfig};
+use crate::kt::api::{self as kt_api, KtApi};
+use crate::kt::directory::Directory;
+use crate::kt::epochs;
+use crate::kt::updates::{Limits, Updates};
+use crate::kt::wire::Parameters;
 use crate::metrics::Metrics;
 use crate::publish::custody::{Custody, KeySlot};
 use crate::publish::publisher::{self, PublishConfig};
@@ -137,7 +142,21 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         raft: cfg.raft_config(),
         bootstrap: cfg.node.bootstrap.then(|| cfg.members()),
     };
-    let state = Arc::new(LeafState::new(cfg.log_public_key()));
+    let directory = cfg.kt_params().map(|p| Arc::new(Directory::new(p)));
+    if let (Some(dir), Some(signer)) = (&directory, setup.keys.get()) {
+        let derived = signer.directory().public();
+        if derived.signing != dir.params().signing_key.0 || derived.vrf != dir.params().vrf_key {
+            anyhow::bail!(
+                "[kt] directory_key and vrf_key are not the keys derived from this log's key \
+                 (quorumlog init-cluster --kt writes them)"
+            );
+        }
+    }
+    let mut state = LeafState::new(cfg.log_public_key());
+    if let Some(dir) = &directory {
+        state = state.with_directory(dir.clone());
+    }
+    let state = Arc::new(state);
     let metrics = Arc::new(Metrics::default());
     let (group_commit, batcher) = GroupCommit::new(cfg.batch_config(), metrics.clone());
     let (forwarder, forward_loop) = ForwardQueue::new();
@@ -152,10 +171,24 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         forwarder,
         metrics: metrics.clone(),
     });
+    let epoch_full = Arc::new(tokio::sync::Notify::new());
+    let updates = cfg.kt.as_ref().map(|kt| {
+        Arc::new(Updates {
+            state: state.clone(),
+            keys: setup.keys.clone(),
+            limits: Limits {
+                max_id_bytes: kt.max_id_bytes,
+                max_value_bytes: kt.max_value_bytes,
+                max_epoch_mutations: kt.max_epoch_mutations,
+            },
+            epoch_full: epoch_full.clone(),
+        })
+    });
     let app = Arc::new(LogApplication {
         state: state.clone(),
         submitter: submitter.clone(),
         keys: setup.keys.clone(),
+        updates: updates.clone(),
     });
     let node = Node::start(opts, app)
         .await
@@ -199,6 +232,17 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         metrics.clone(),
     );
 
+    let epochs = match (&directory, &cfg.kt) {
+        (Some(dir), Some(kt)) => Some(epochs::start(
+            handle.clone(),
+            dir.clone(),
+            setup.keys.clone(),
+            Duration::from_millis(kt.epoch_interval_ms),
+            epoch_full,
+        )),
+        _ => None,
+    };
+
     let limits = HttpLimits {
         header_timeout: Duration::from_millis(cfg.api.header_timeout_ms),
         body_timeout: Duration::from_millis(cfg.api.body_timeout_ms),
@@ -214,19 +258,38 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         max_connections_per_client: 64,
         ..limits
     };
-    let public_router = server::with_limits(
-        public::router(
-            Arc::new(PublicApi {
-                state: state.clone(),
-                submitter,
-                node: handle.clone(),
-                max_range: cfg.api.max_range,
-            }),
-            &cfg.api.url_prefix,
-        )
-        .merge(status_page::router(status_source)),
-        limits,
-    );
+    let mut public_routes = public::router(
+        Arc::new(PublicApi {
+            state: state.clone(),
+            submitter,
+            node: handle.clone(),
+            max_range: cfg.api.max_range,
+        }),
+        &cfg.api.url_prefix,
+    )
+    .merge(status_page::router(status_source));
+    if let (Some(kt), Some(updates)) = (&cfg.kt, updates) {
+        let params = cfg.kt_params().expect("checked with the config");
+        public_routes = kt_api::router(Arc::new(KtApi {
+            state: state.clone(),
+            updates,
+            keys: setup.keys.clone(),
+            node: handle.clone(),
+            parameters: Parameters {
+                map_id: params.map_id,
+                directory_key: hex::encode(params.signing_key.0),
+                vrf_key: hex::encode(params.vrf_key),
+                log_key: hex::encode(cfg.log_public_key().0),
+                epoch_interval_ms: kt.epoch_interval_ms,
+                max_epoch_mutations: kt.max_epoch_mutations,
+                max_id_bytes: kt.max_id_bytes,
+                max_value_bytes: kt.max_value_bytes,
+            },
+            max_range: cfg.api.max_range,
+        }))
+        .merge(public_routes);
+    }
+    let public_router = server::with_limits(public_routes, limits);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = vec![tokio::spawn(server::serve(
         api_listener,
@@ -261,6 +324,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     wait_for_signal().await?;
     tracing::info!("shutting down");
     publisher.abort();
+    if let Some(e) = epochs {
+        e.abort();
+    }
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = s.await;

@@ -11,7 +11,9 @@ mod tile;
 pub use quorumlog_sigsum::merkle::{
     empty_root, leaf_hash, node_hash, verify_consistency, verify_inclusion, Hash, VerifyError,
 };
-pub use store::{AppendOutcome, MerkleError, MerkleStore, CF_LEAF_INDEX, CF_META, CF_TILES};
+pub use store::{
+    AppendOutcome, MerkleError, MerkleStore, TreeColumns, CF_LEAF_INDEX, CF_META, CF_TILES,
+};
 
 #[cfg(test)]
 mod tests;

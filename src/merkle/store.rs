@@ -26,6 +26,25 @@ pub const CF_LEAF_INDEX: &str = "merkle_leaf_index";
 pub const CF_META: &str = "merkle_meta";
 const KEY_SIZE: &[u8] = b"size";
 
+/// Where one tree keeps its data, so a database can hold more than one tree.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeColumns {
+    pub tiles: &'static str,
+    pub edge: &'static str,
+    /// The leaf-hash index; without one, the tree keeps every leaf appended, repeats
+    /// included, and cannot look leaves up by hash.
+    pub index: Option<&'static str>,
+    pub meta: &'static str,
+}
+
+/// The Sigsum log's tree: identical leaves are one leaf.
+pub const LOG_TREE: TreeColumns = TreeColumns {
+    tiles: CF_TILES,
+    edge: CF_EDGE_TILE,
+    index: Some(CF_LEAF_INDEX),
+    meta: CF_META,
+};
+
 /// Errors from the Merkle store.
 #[derive(Debug, Error)]
 pub enum MerkleError {
@@ -90,6 +109,7 @@ pub struct AppendOutcome {
 /// with one appender.
 pub struct MerkleStore {
     db: Arc<DB>,
+    cols: TreeColumns,
     size: AtomicU64,
     /// The right-edge tile of every tile level, kept in memory so appends never read
     /// RocksDB. `None` after a failed write: reloaded from disk on the next append.
@@ -104,6 +124,11 @@ impl MerkleStore {
     /// The column families the store needs, for callers that open one RocksDB instance
     /// shared with other state (the Raft state machine writes beside the tree atomically).
     pub fn column_families() -> Vec<ColumnFamilyDescriptor> {
+        Self::column_families_for(&LOG_TREE)
+    }
+
+    /// The column families of the tree stored in `cols`.
+    pub fn column_families_for(cols: &TreeColumns) -> Vec<ColumnFamilyDescriptor> {
         let cache = Cache::new_lru_cache(256 << 20);
         let mut tiles = BlockBasedOptions::default();
         tiles.set_block_cache(&cache);
@@ -137,12 +162,15 @@ impl MerkleStore {
                 tile::overlay_partial(ops)
             },
         );
-        vec![
-            ColumnFamilyDescriptor::new(CF_TILES, cf(&tiles)),
-            ColumnFamilyDescriptor::new(CF_EDGE_TILE, edge_opts),
-            ColumnFamilyDescriptor::new(CF_LEAF_INDEX, index_opts),
-            ColumnFamilyDescriptor::new(CF_META, cf(&BlockBasedOptions::default())),
-        ]
+        let mut out = vec![
+            ColumnFamilyDescriptor::new(cols.tiles, cf(&tiles)),
+            ColumnFamilyDescriptor::new(cols.edge, edge_opts),
+            ColumnFamilyDescriptor::new(cols.meta, cf(&BlockBasedOptions::default())),
+        ];
+        if let Some(index) = cols.index {
+            out.push(ColumnFamilyDescriptor::new(index, index_opts));
+        }
+        out
     }
 
     /// Database-wide options for a database holding the tree. Callers that open a shared
@@ -167,12 +195,20 @@ impl MerkleStore {
 
     /// Uses an already open database that has the store's column families.
     pub fn new(db: Arc<DB>) -> Result<MerkleStore, MerkleError> {
-        for name in [CF_TILES, CF_EDGE_TILE, CF_LEAF_INDEX, CF_META] {
+        Self::new_in(db, LOG_TREE)
+    }
+
+    /// Uses the tree stored in `cols` of an already open database.
+    pub fn new_in(db: Arc<DB>, cols: TreeColumns) -> Result<MerkleStore, MerkleError> {
+        for name in [cols.tiles, cols.edge, cols.meta]
+            .into_iter()
+            .chain(cols.index)
+        {
             if db.cf_handle(name).is_none() {
                 return Err(MerkleError::MissingColumnFamily(name));
             }
         }
-        let meta = db.cf_handle(CF_META).expect("checked above");
+        let meta = db.cf_handle(cols.meta).expect("checked above");
         let size = match db.get_cf(meta, KEY_SIZE)? {
             None => 0,
             Some(v) => u64::from_be_bytes(
@@ -183,6 +219,7 @@ impl MerkleStore {
         };
         Ok(MerkleStore {
             db,
+            cols,
             size: AtomicU64::new(size),
             edge: Mutex::new(None),
             upper: TileCache::default(),
@@ -243,18 +280,36 @@ impl MerkleStore {
         leaves: &[Hash],
     ) -> Result<(WriteBatch, AppendOutcome), MerkleError> {
         let start = self.size();
-        let index_cf = self.cf(CF_LEAF_INDEX)?;
+        let index_cf = match self.cols.index {
+            Some(name) => Some(self.cf(name)?),
+            None => None,
+        };
         let cfs = TileCfs {
-            tiles: self.cf(CF_TILES)?,
-            edge: self.cf(CF_EDGE_TILE)?,
+            tiles: self.cf(self.cols.tiles)?,
+            edge: self.cf(self.cols.edge)?,
+        };
+        let mut batch = WriteBatch::default();
+        let mut indexes = Vec::with_capacity(leaves.len());
+        let mut size = start;
+        let Some(index_cf) = index_cf else {
+            for leaf in leaves {
+                indexes.push(size);
+                edge.push_leaf(size, *leaf, &mut batch, &cfs);
+                size += 1;
+            }
+            edge.flush(&mut batch, &cfs);
+            batch.put_cf(self.cf(self.cols.meta)?, KEY_SIZE, size.to_be_bytes());
+            let outcome = AppendOutcome {
+                indexes,
+                added: size - start,
+                size,
+            };
+            return Ok((batch, outcome));
         };
         let known = self
             .db
             .batched_multi_get_cf(index_cf, leaves.iter().map(|h| &h.0), false);
-        let mut batch = WriteBatch::default();
         let mut fresh: HashMap<Hash, u64> = HashMap::with_capacity(leaves.len());
-        let mut indexes = Vec::with_capacity(leaves.len());
-        let mut size = start;
         for (leaf, known) in leaves.iter().zip(known) {
             if let Some(v) = known? {
                 indexes.push(decode_index(&v)?);
@@ -275,7 +330,7 @@ impl MerkleStore {
             batch.put_cf(index_cf, leaf.0, i.to_be_bytes());
         }
         edge.flush(&mut batch, &cfs);
-        batch.put_cf(self.cf(CF_META)?, KEY_SIZE, size.to_be_bytes());
+        batch.put_cf(self.cf(self.cols.meta)?, KEY_SIZE, size.to_be_bytes());
         let outcome = AppendOutcome {
             indexes,
             added: size - start,
@@ -304,7 +359,10 @@ impl MerkleStore {
 
     /// Index of a leaf hash, if the leaf is anywhere in the current tree.
     pub fn index_of(&self, leaf: &Hash) -> Result<Option<u64>, MerkleError> {
-        match self.db.get_pinned_cf(self.cf(CF_LEAF_INDEX)?, leaf.0)? {
+        let Some(index) = self.cols.index else {
+            return Ok(None);
+        };
+        match self.db.get_pinned_cf(self.cf(index)?, leaf.0)? {
             None => Ok(None),
             Some(v) => {
                 let i = decode_index(&v)?;
@@ -362,13 +420,13 @@ impl MerkleStore {
 
     /// A stored tile: complete and upper tiles first, else the growing bottom tile.
     fn get_tile(&self, id: TileId) -> Result<Option<rocksdb::DBPinnableSlice<'_>>, MerkleError> {
-        if let Some(t) = self.db.get_pinned_cf(self.cf(CF_TILES)?, id.key())? {
+        if let Some(t) = self.db.get_pinned_cf(self.cf(self.cols.tiles)?, id.key())? {
             return Ok(Some(t));
         }
         if id.level > 0 {
             return Ok(None);
         }
-        Ok(self.db.get_pinned_cf(self.cf(CF_EDGE_TILE)?, id.key())?)
+        Ok(self.db.get_pinned_cf(self.cf(self.cols.edge)?, id.key())?)
     }
 
     fn reader(&self) -> TileReader<'_> {

@@ -38,6 +38,38 @@ fn duplicates_keep_their_first_index() {
 }
 
 #[test]
+fn a_tree_without_an_index_keeps_repeated_leaves_beside_another_tree() {
+    let cols = TreeColumns {
+        tiles: "other_tiles",
+        edge: "other_edge",
+        index: None,
+        meta: "other_meta",
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfs = MerkleStore::column_families();
+    cfs.extend(MerkleStore::column_families_for(&cols));
+    let db = std::sync::Arc::new(
+        rocksdb::DB::open_cf_descriptors(&MerkleStore::db_options(), dir.path(), cfs).unwrap(),
+    );
+    let log = MerkleStore::new(db.clone()).unwrap();
+    let other = MerkleStore::new_in(db, cols).unwrap();
+    log.append(&[h(9)]).unwrap();
+    let out = other.append(&[h(1), h(2), h(1)]).unwrap();
+    assert_eq!(out.indexes, vec![0, 1, 2]);
+    assert_eq!(other.append(&[h(1)]).unwrap().indexes, vec![3]);
+    assert_eq!(other.leaf_hash(3).unwrap(), h(1));
+    let (_d, reference) = store();
+    for leaf in [h(1), h(2)] {
+        reference.append(&[leaf]).unwrap();
+    }
+    assert_eq!(other.root(2).unwrap(), reference.root(2).unwrap());
+    assert!(other.index_of(&h(1)).unwrap().is_none());
+    // The two trees share the database and nothing else.
+    assert_eq!(log.size(), 1);
+    assert_eq!(log.leaf_hash(0).unwrap(), h(9));
+}
+
+#[test]
 fn bounds_are_typed_errors() {
     let (_d, s) = store();
     s.append(&[h(1), h(2), h(3)]).unwrap();

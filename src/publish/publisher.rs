@@ -121,7 +121,7 @@ async fn commit(node: &NodeHandle, cmd: LogCommand) -> Result<(), RoundError> {
     match decode_result(&r).map_err(RoundError::Refused)? {
         ApplyOutcome::HeadRecorded => Ok(()),
         ApplyOutcome::Invalid(e) => Err(RoundError::Refused(e)),
-        ApplyOutcome::Indexes(_) => Err(RoundError::Refused("unexpected leaf outcome".into())),
+        other => Err(RoundError::Refused(format!("unexpected outcome {other:?}"))),
     }
 }
 

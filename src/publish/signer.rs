@@ -1,12 +1,20 @@
 //! The log's signing key. This is the only module that holds the private key: it loads it,
 //! generates it, and signs checkpoints with it. The key is never formatted, logged or
 //! written anywhere but its own mode-0600 file.
+//!
+//! The Key Transparency directory's keys (docs/kt.md) are derived from the same seed, so
+//! they live exactly where the log key lives and custody and hand-off move them with it.
 
 use crate::merkle::Hash;
 use crate::sigsum::checkpoint::Checkpoint;
 use crate::sigsum::crypto::{PublicKey, Signature};
+use crate::sigsum::leaf::{leaf_signed_message, TreeLeaf};
 use crate::sigsum::tree_head::SignedTreeHead;
 use ed25519_dalek::{Signer as _, SigningKey};
+use quorumlog_kt::hasher::Index;
+use quorumlog_kt::head::{MapHead, SignedMapHead};
+use quorumlog_kt::vrf::{self, VrfSecretKey};
+use sha2::{Digest, Sha256, Sha512};
 use std::path::Path;
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -37,6 +45,71 @@ pub enum KeyError {
 /// The log's Ed25519 signing key.
 pub struct LogSigner {
     key: SigningKey,
+    directory: DirectoryKeys,
+}
+
+/// The directory's signing key (map heads, and the Sigsum leaves that carry them) and its
+/// VRF key (user id to map index).
+pub struct DirectoryKeys {
+    signing: SigningKey,
+    vrf: VrfSecretKey,
+}
+
+/// The directory's public keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryPublicKeys {
+    pub signing: [u8; 32],
+    pub vrf: [u8; 32],
+}
+
+impl DirectoryKeys {
+    fn derive(seed: &[u8; 32]) -> DirectoryKeys {
+        let derive = |label: &[u8]| {
+            let mut h = Sha512::new();
+            h.update(label);
+            h.update(seed);
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(&h.finalize()[..32]);
+            out
+        };
+        let signing = SigningKey::from_bytes(&derive(b"quorumlog-kt directory signing key v1\0"));
+        let mut vrf = derive(b"quorumlog-kt directory vrf key v1\0");
+        // Below 2^252, so a canonical ristretto255 scalar (the group order is just above).
+        vrf[31] &= 0x0f;
+        let vrf = VrfSecretKey::from_bytes(*vrf).expect("a scalar below 2^252 is canonical");
+        DirectoryKeys { signing, vrf }
+    }
+
+    pub fn public(&self) -> DirectoryPublicKeys {
+        DirectoryPublicKeys {
+            signing: self.signing.verifying_key().to_bytes(),
+            vrf: self.vrf.public_key().to_bytes(),
+        }
+    }
+
+    /// The map index of `id`, with the VRF proof that it is `id`'s.
+    pub fn index(&self, id: &[u8]) -> (Index, [u8; vrf::PROOF_LEN]) {
+        self.vrf.evaluate(id)
+    }
+
+    pub fn sign_map_head(&self, head: MapHead) -> SignedMapHead {
+        head.sign(&self.signing)
+    }
+
+    /// The Sigsum leaf that submits `head` to the log, signed as its submitter.
+    pub fn head_leaf(&self, head: &SignedMapHead) -> TreeLeaf {
+        let checksum = Hash(Sha256::digest(head.checksum()).into());
+        let signature = Signature(
+            self.signing
+                .sign(&leaf_signed_message(&checksum))
+                .to_bytes(),
+        );
+        TreeLeaf {
+            checksum,
+            signature,
+            key_hash: PublicKey(self.signing.verifying_key().to_bytes()).key_hash(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LogSigner {
@@ -50,16 +123,21 @@ impl std::fmt::Debug for LogSigner {
 impl LogSigner {
     /// A new random key.
     pub fn generate() -> LogSigner {
-        LogSigner {
-            key: SigningKey::generate(&mut rand_core::OsRng),
-        }
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        LogSigner::from_seed(&key.to_bytes())
     }
 
     /// A key from its 32-byte seed (the caller wipes its copy).
     pub fn from_seed(seed: &[u8; 32]) -> LogSigner {
         LogSigner {
             key: SigningKey::from_bytes(seed),
+            directory: DirectoryKeys::derive(seed),
         }
+    }
+
+    /// The Key Transparency directory's keys.
+    pub fn directory(&self) -> &DirectoryKeys {
+        &self.directory
     }
 
     /// Reads a key file (hex seed) and checks it belongs to the log `expected`.
@@ -149,6 +227,11 @@ mod tests {
         let seed = std::fs::read_to_string(&path).unwrap();
         assert!(!err.contains(seed.trim()));
         assert!(!format!("{loaded:?}").contains(seed.trim()));
+        // The directory keys follow the seed and differ from the log key.
+        let dir_keys = loaded.directory().public();
+        assert_eq!(dir_keys, s.directory().public());
+        assert_ne!(dir_keys.signing, s.public_key().0);
+        assert_ne!(dir_keys, LogSigner::generate().directory().public());
         std::fs::write(dir.path().join("bad"), "zz").unwrap();
         assert!(matches!(
             LogSigner::load(&dir.path().join("bad"), &s.public_key()),

@@ -3,16 +3,24 @@
 //! A command is one tag byte and a payload:
 //! - `0x01` a batch of 128-byte tree leaves, concatenated;
 //! - `0x02` a signed tree head (Sigsum ASCII), recorded before any witness sees it;
-//! - `0x03` a cosigned tree head (Sigsum ASCII), the head every node then publishes.
+//! - `0x03` a cosigned tree head (Sigsum ASCII), the head every node then publishes;
+//! - `0x10` a Key Transparency update (docs/kt.md): a signed mutation and its opening;
+//! - `0x11` an epoch marker: epoch and timestamp (ms), 8 bytes each, big-endian;
+//! - `0x12` a signed map head and the 128-byte Sigsum leaf that submits it to the log.
 
+use crate::kt::directory::Update;
 use crate::sigsum::leaf::TreeLeaf;
 use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
+use quorumlog_kt::head::{SignedMapHead, HEAD_LEN};
 use quorumlog_raft::types::{Command, CommandResult};
 use serde::{Deserialize, Serialize};
 
 const TAG_LEAVES: u8 = 0x01;
 const TAG_SIGNED_HEAD: u8 = 0x02;
 const TAG_PUBLISHED_HEAD: u8 = 0x03;
+const TAG_KT_UPDATE: u8 = 0x10;
+const TAG_KT_MARKER: u8 = 0x11;
+const TAG_KT_HEAD: u8 = 0x12;
 
 /// A decoded command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +31,12 @@ pub enum LogCommand {
     SignedHead(SignedTreeHead),
     /// Publish a signed head with the cosignatures collected for it.
     PublishedHead(CosignedTreeHead),
+    /// Queue a directory update.
+    KtUpdate(Update),
+    /// Close the directory's open epoch as `epoch`.
+    KtMarker { epoch: u64, timestamp_ms: u64 },
+    /// Record an epoch's signed map head and add its Sigsum leaf to the log.
+    KtHead { head: SignedMapHead, leaf: TreeLeaf },
 }
 
 /// What applying one command produced.
@@ -34,6 +48,13 @@ pub enum ApplyOutcome {
     HeadRecorded,
     /// The command was not valid; nothing was applied.
     Invalid(String),
+    /// A directory update was logged at `log_index` of the log of mutations; `verdict` is
+    /// 0 if it was applied, else the rejection's code.
+    KtUpdate { log_index: u64, verdict: u8 },
+    /// A marker closed this epoch.
+    KtEpoch(u64),
+    /// A map head was recorded; its Sigsum leaf has this index.
+    KtHead { leaf_index: u64 },
 }
 
 /// A batch of leaves as a command.
@@ -50,15 +71,29 @@ pub fn encode_leaves(leaves: &[TreeLeaf]) -> Command {
 pub fn encode(c: &LogCommand) -> Command {
     match c {
         LogCommand::Leaves(l) => encode_leaves(l),
-        LogCommand::SignedHead(h) => tagged(TAG_SIGNED_HEAD, h.to_ascii()),
-        LogCommand::PublishedHead(h) => tagged(TAG_PUBLISHED_HEAD, h.to_ascii()),
+        LogCommand::SignedHead(h) => tagged(TAG_SIGNED_HEAD, h.to_ascii().as_bytes()),
+        LogCommand::PublishedHead(h) => tagged(TAG_PUBLISHED_HEAD, h.to_ascii().as_bytes()),
+        LogCommand::KtUpdate(u) => tagged(TAG_KT_UPDATE, &u.encode()),
+        LogCommand::KtMarker {
+            epoch,
+            timestamp_ms,
+        } => {
+            let mut b = epoch.to_be_bytes().to_vec();
+            b.extend_from_slice(&timestamp_ms.to_be_bytes());
+            tagged(TAG_KT_MARKER, &b)
+        }
+        LogCommand::KtHead { head, leaf } => {
+            let mut b = head.encode();
+            b.extend_from_slice(&leaf.to_bytes());
+            tagged(TAG_KT_HEAD, &b)
+        }
     }
 }
 
-fn tagged(tag: u8, ascii: String) -> Command {
-    let mut b = Vec::with_capacity(1 + ascii.len());
+fn tagged(tag: u8, payload: &[u8]) -> Command {
+    let mut b = Vec::with_capacity(1 + payload.len());
     b.push(tag);
-    b.extend_from_slice(ascii.as_bytes());
+    b.extend_from_slice(payload);
     Command(b)
 }
 
@@ -75,6 +110,29 @@ pub fn decode(c: &Command) -> Result<LogCommand, String> {
         TAG_PUBLISHED_HEAD => CosignedTreeHead::parse(payload)
             .map(LogCommand::PublishedHead)
             .map_err(|e| format!("bad cosigned tree head: {e}")),
+        TAG_KT_UPDATE => Update::decode(payload).map(LogCommand::KtUpdate),
+        TAG_KT_MARKER if payload.len() == 16 => Ok(LogCommand::KtMarker {
+            epoch: u64::from_be_bytes(payload[..8].try_into().expect("8 bytes")),
+            timestamp_ms: u64::from_be_bytes(payload[8..].try_into().expect("8 bytes")),
+        }),
+        TAG_KT_MARKER => Err(format!(
+            "an epoch marker is 16 bytes, not {}",
+            payload.len()
+        )),
+        TAG_KT_HEAD => {
+            let head_len = HEAD_LEN + 64;
+            if payload.len() != head_len + TreeLeaf::LEN {
+                return Err(format!(
+                    "a map head command is {} bytes, not {}",
+                    head_len + TreeLeaf::LEN,
+                    payload.len()
+                ));
+            }
+            let head = SignedMapHead::decode(&payload[..head_len])
+                .map_err(|e| format!("bad map head: {e}"))?;
+            let leaf = TreeLeaf::from_bytes(&payload[head_len..]).ok_or("bad leaf")?;
+            Ok(LogCommand::KtHead { head, leaf })
+        }
         other => Err(format!("unknown command tag {other:#04x}")),
     }
 }

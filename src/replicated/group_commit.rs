@@ -171,9 +171,12 @@ async fn commit(node: NodeHandle, batch: Vec<Pending>, metrics: Arc<Metrics>) {
                 ix.len(),
                 leaves.len()
             ))),
-            Ok(ApplyOutcome::HeadRecorded) => Err(ProposeError::Invalid(
-                "a leaf batch applied as a tree head".into(),
-            )),
+            Ok(other @ ApplyOutcome::HeadRecorded)
+            | Ok(other @ ApplyOutcome::KtUpdate { .. })
+            | Ok(other @ ApplyOutcome::KtEpoch(_))
+            | Ok(other @ ApplyOutcome::KtHead { .. }) => Err(ProposeError::Invalid(format!(
+                "a leaf batch applied as something else: {other:?}"
+            ))),
             Ok(ApplyOutcome::Invalid(e)) | Err(e) => Err(ProposeError::Invalid(e)),
         },
         Err(e) => Err(ProposeError::Write(e)),

@@ -6,6 +6,7 @@
 //! its size, or whose signature is not the log's, is refused and changes nothing.
 
 use super::command::{decode, encode_result, ApplyOutcome, LogCommand};
+use crate::kt::directory::{Applied, Directory};
 use crate::merkle::{Hash, MerkleStore};
 use crate::sigsum::crypto::PublicKey;
 use crate::sigsum::leaf::TreeLeaf;
@@ -35,6 +36,7 @@ pub struct LeafState {
     log_key: PublicKey,
     tree: RwLock<Option<Arc<MerkleStore>>>,
     heads: RwLock<Heads>,
+    directory: Option<Arc<Directory>>,
 }
 
 impl LeafState {
@@ -45,7 +47,18 @@ impl LeafState {
             log_key,
             tree: RwLock::default(),
             heads: RwLock::default(),
+            directory: None,
         }
+    }
+
+    /// The state of a log that also runs a Key Transparency directory (docs/kt.md).
+    pub fn with_directory(mut self, directory: Arc<Directory>) -> LeafState {
+        self.directory = Some(directory);
+        self
+    }
+
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
     }
 
     /// The log's public key.
@@ -166,7 +179,7 @@ impl LeafState {
         &self,
         tree: &MerkleStore,
         batches: &[Vec<TreeLeaf>],
-        meta: Option<&mut dyn FnMut(&mut WriteBatch)>,
+        progress: &mut dyn FnMut(&mut WriteBatch),
     ) -> io::Result<Vec<CommandResult>> {
         let leaves: Vec<&TreeLeaf> = batches.iter().flatten().collect();
         let hashes: Vec<Hash> = leaves.iter().map(|l| l.leaf_hash()).collect();
@@ -183,9 +196,7 @@ impl LeafState {
                         batch.put_cf(leaves_cf, i.to_be_bytes(), leaf.to_bytes());
                     }
                 }
-                if let Some(meta) = meta {
-                    meta(batch);
-                }
+                progress(batch);
             })
             .map_err(io::Error::other)?;
         let mut indexes = outcome.indexes.into_iter();
@@ -199,12 +210,13 @@ impl LeafState {
             .collect())
     }
 
-    /// Applies one non-leaf command (a head, or an invalid command) in its own write.
+    /// Applies one non-leaf command (a head, a directory command, or an invalid command)
+    /// in its own write.
     fn apply_other(
         &self,
         tree: &MerkleStore,
         command: Result<LogCommand, String>,
-        meta: Option<&mut dyn FnMut(&mut WriteBatch)>,
+        progress: &mut dyn FnMut(&mut WriteBatch),
     ) -> io::Result<CommandResult> {
         let db = tree.db();
         let cf = db
@@ -237,19 +249,81 @@ impl LeafState {
                     Err(e) => ApplyOutcome::Invalid(e),
                 }
             }
+            Ok(kt) => return self.apply_directory(tree, kt, progress),
         };
-        if let Some(meta) = meta {
-            meta(&mut batch);
-        }
-        if !batch.is_empty() {
-            db.write(batch).map_err(io::Error::other)?;
-        }
+        progress(&mut batch);
+        db.write(batch).map_err(io::Error::other)?;
         if outcome == ApplyOutcome::HeadRecorded {
             *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
         } else if let ApplyOutcome::Invalid(e) = &outcome {
             tracing::warn!(reason = %e, "refused a replicated command");
         }
         Ok(encode_result(&outcome))
+    }
+
+    /// Applies a directory command, each in one write with its progress.
+    fn apply_directory(
+        &self,
+        tree: &MerkleStore,
+        command: LogCommand,
+        progress: &mut dyn FnMut(&mut WriteBatch),
+    ) -> io::Result<CommandResult> {
+        let refuse = |reason: String,
+                      progress: &mut dyn FnMut(&mut WriteBatch)|
+         -> io::Result<CommandResult> {
+            tracing::warn!(reason = %reason, "refused a directory command");
+            let mut batch = WriteBatch::default();
+            progress(&mut batch);
+            tree.db().write(batch).map_err(io::Error::other)?;
+            Ok(encode_result(&ApplyOutcome::Invalid(reason)))
+        };
+        let Some(dir) = &self.directory else {
+            return refuse("this log runs no directory".into(), progress);
+        };
+        let applied = match command {
+            LogCommand::KtUpdate(u) => dir.apply_update(&u, progress)?,
+            LogCommand::KtMarker {
+                epoch,
+                timestamp_ms,
+            } => dir.apply_marker(epoch, timestamp_ms, progress)?,
+            LogCommand::KtHead { head, leaf } => {
+                if let Err(e) = dir.check_head(&head, &leaf) {
+                    return refuse(e, progress);
+                }
+                // The head and its Sigsum leaf land together: every recorded head is in
+                // the log that witnesses cosign.
+                let leaves_cf = tree
+                    .db()
+                    .cf_handle(CF_LEAVES)
+                    .ok_or_else(|| io::Error::other("leaves column family missing"))?;
+                let start = tree.size();
+                let mut meta = Err(io::Error::other("head not staged"));
+                let out = tree
+                    .append_with(&[leaf.leaf_hash()], |batch, out| {
+                        if out.indexes[0] >= start {
+                            batch.put_cf(leaves_cf, out.indexes[0].to_be_bytes(), leaf.to_bytes());
+                        }
+                        meta = dir.put_head(batch, &head, out.indexes[0]);
+                        progress(batch);
+                    })
+                    .map_err(io::Error::other)?;
+                dir.headed(meta?);
+                return Ok(encode_result(&ApplyOutcome::KtHead {
+                    leaf_index: out.indexes[0],
+                }));
+            }
+            _ => Err("not a directory command".into()),
+        };
+        match applied {
+            Ok(Applied::Mutation { log_index, verdict }) => {
+                Ok(encode_result(&ApplyOutcome::KtUpdate {
+                    log_index,
+                    verdict: verdict.map_or(0, |r| r.code()),
+                }))
+            }
+            Ok(Applied::Epoch(e)) => Ok(encode_result(&ApplyOutcome::KtEpoch(e))),
+            Err(reason) => refuse(reason, progress),
+        }
     }
 }
 
@@ -264,6 +338,9 @@ impl LeafState {
         leaves.set_write_buffer_size(16 << 20);
         cfs.push(ColumnFamilyDescriptor::new(CF_LEAVES, leaves));
         cfs.push(ColumnFamilyDescriptor::new(CF_HEADS, Options::default()));
+        if self.directory.is_some() {
+            cfs.extend(Directory::column_families());
+        }
         cfs
     }
 
@@ -273,27 +350,29 @@ impl LeafState {
 
     pub fn attach(&self, db: Arc<DB>) -> io::Result<()> {
         let heads = Self::load_heads(&db)?;
+        if let Some(dir) = &self.directory {
+            dir.attach(db.clone())?;
+        }
         let tree = MerkleStore::new(db).map_err(io::Error::other)?;
         *self.tree.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tree));
         *self.heads.write().unwrap_or_else(|e| e.into_inner()) = heads;
         Ok(())
     }
 
-    /// Applies the commands in order. Runs of leaf batches share one write; each head is
-    /// its own write, so it is checked against the tree as it stands at its place in the
-    /// log. Raft's metadata goes into the last write; if a crash comes between writes, the
-    /// entries are applied again, which changes nothing (leaves deduplicate, heads repeat).
+    /// Applies the commands in order. Runs of leaf batches share one write; every other
+    /// command is its own write, checked against the state as it stands at its place in
+    /// the log. Every write records Raft's progress up to its last command, so nothing is
+    /// applied twice after a crash.
     pub fn apply(
         &self,
         commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
+        progress: &mut dyn FnMut(&mut WriteBatch, usize),
     ) -> io::Result<Vec<CommandResult>> {
         let tree = self
             .tree()
             .ok_or_else(|| io::Error::other("state database not attached"))?;
         let decoded: Vec<Result<LogCommand, String>> = commands.iter().map(|c| decode(c)).collect();
         let mut results = Vec::with_capacity(commands.len());
-        let mut meta = Some(meta);
         let mut rest = decoded.into_iter().peekable();
         while let Some(cmd) = rest.next() {
             match cmd {
@@ -304,27 +383,19 @@ impl LeafState {
                             run.push(l);
                         }
                     }
-                    let last = if rest.peek().is_none() {
-                        meta.take()
-                    } else {
-                        None
-                    };
-                    results.extend(self.apply_leaves(&tree, &run, last)?);
+                    let done = results.len() + run.len();
+                    results.extend(self.apply_leaves(&tree, &run, &mut |b| progress(b, done))?);
                 }
                 other => {
-                    let last = if rest.peek().is_none() {
-                        meta.take()
-                    } else {
-                        None
-                    };
-                    results.push(self.apply_other(&tree, other, last)?);
+                    let done = results.len() + 1;
+                    results.push(self.apply_other(&tree, other, &mut |b| progress(b, done))?);
                 }
             }
         }
-        if let Some(meta) = meta {
-            // No commands (only membership or blank entries): still record Raft's progress.
+        if commands.is_empty() {
+            // Only membership or blank entries: still record Raft's progress.
             let mut batch = WriteBatch::default();
-            meta(&mut batch);
+            progress(&mut batch, 0);
             tree.db().write(batch).map_err(io::Error::other)?;
         }
         Ok(results)
@@ -382,10 +453,10 @@ mod tests {
         let state = open(dir.path());
         let cmd = encode_leaves(&[leaf(1), leaf(2), leaf(1)]);
         let mut metas = 0;
-        let first = state.apply(&[&cmd], &mut |_| metas += 1).unwrap();
+        let first = state.apply(&[&cmd], &mut |_, _| metas += 1).unwrap();
         // As after a crash between applying and recording last_applied elsewhere.
-        let again = state.apply(&[&cmd], &mut |_| metas += 1).unwrap();
-        assert_eq!(metas, 2, "the Raft metadata goes into every apply's batch");
+        let again = state.apply(&[&cmd], &mut |_, _| metas += 1).unwrap();
+        assert_eq!(metas, 2, "the Raft progress goes into every apply's batch");
         assert_eq!(first, again);
         assert_eq!(
             decode_result(&first[0]).unwrap(),
@@ -402,7 +473,7 @@ mod tests {
         let state = open(dir.path());
         let bad = Command(vec![0; 100]);
         let good = encode_leaves(&[leaf(5)]);
-        let out = state.apply(&[&bad, &good], &mut |_| {}).unwrap();
+        let out = state.apply(&[&bad, &good], &mut |_, _| {}).unwrap();
         assert!(matches!(
             decode_result(&out[0]).unwrap(),
             ApplyOutcome::Invalid(_)
@@ -415,7 +486,7 @@ mod tests {
     }
 
     fn outcome(state: &LeafState, cmd: LogCommand) -> ApplyOutcome {
-        decode_result(&state.apply(&[&encode(&cmd)], &mut |_| {}).unwrap()[0]).unwrap()
+        decode_result(&state.apply(&[&encode(&cmd)], &mut |_, _| {}).unwrap()[0]).unwrap()
     }
 
     #[test]
@@ -425,7 +496,10 @@ mod tests {
         let signer = LogSigner::from_seed(&SEED);
         let tree = state.tree().unwrap();
         state
-            .apply(&[&encode_leaves(&[leaf(1), leaf(2), leaf(3)])], &mut |_| {})
+            .apply(
+                &[&encode_leaves(&[leaf(1), leaf(2), leaf(3)])],
+                &mut |_, _| {},
+            )
             .unwrap();
         let at = |n: u64| signer.sign_tree_head(n, tree.root(n).unwrap());
         assert_eq!(
@@ -489,17 +563,17 @@ mod tests {
         let scratch_dir = tempfile::tempdir().unwrap();
         let scratch = open(scratch_dir.path());
         scratch
-            .apply(&[&encode_leaves(&[leaf(1), leaf(2)])], &mut |_| {})
+            .apply(&[&encode_leaves(&[leaf(1), leaf(2)])], &mut |_, _| {})
             .unwrap();
         let head = signer.sign_tree_head(2, scratch.tree().unwrap().root(2).unwrap());
         let leaves = encode_leaves(&[leaf(1), leaf(2)]);
         let sign = encode(&LogCommand::SignedHead(head));
         let more = encode_leaves(&[leaf(3)]);
-        let mut metas = 0;
+        let mut metas = Vec::new();
         let out = state
-            .apply(&[&leaves, &sign, &more], &mut |_| metas += 1)
+            .apply(&[&leaves, &sign, &more], &mut |_, done| metas.push(done))
             .unwrap();
-        assert_eq!(metas, 1);
+        assert_eq!(metas, vec![1, 2, 3], "every write records its progress");
         assert_eq!(decode_result(&out[1]).unwrap(), ApplyOutcome::HeadRecorded);
         assert_eq!(
             decode_result(&out[2]).unwrap(),

@@ -16,7 +16,7 @@ pub(crate) fn check(a: &Analysis<'_>) -> CheckResult {
     let mut anomalies = Anomalies::default();
 
     // Both the invoke's and the completion's value, in case a workload records them apart.
-    let submitted: HashSet<Hash> = a
+    let mut submitted: HashSet<Hash> = a
         .ops
         .iter()
         .flat_map(|o| [Some(o.invoke), o.completion].into_iter().flatten())
@@ -25,6 +25,19 @@ pub(crate) fn check(a: &Analysis<'_>) -> CheckResult {
             _ => None,
         })
         .collect();
+    // The directory submits its signed map heads itself (the directory checker verifies
+    // each against the directory key).
+    for h in a.final_state.directory.values().flat_map(|d| &d.heads) {
+        if let Some(leaf) = hex::decode(&h.leaf).ok().filter(|l| l.len() == 128) {
+            if let Ok(lh) = tree_leaf_hash(
+                &hex::encode(&leaf[..32]),
+                &hex::encode(&leaf[32..96]),
+                &hex::encode(&leaf[96..]),
+            ) {
+                submitted.insert(lh);
+            }
+        }
+    }
 
     let (mut phantoms, mut duplicates, mut malformed) = (0usize, 0usize, 0usize);
     let mut sizes = BTreeMap::new();

@@ -16,6 +16,7 @@
 
 mod availability;
 mod checkpoint;
+mod directory;
 mod durability;
 mod fork;
 mod leaves;
@@ -37,6 +38,7 @@ use self::ops::Operation;
 use crate::history::{Event, HeadValue, LeafValue, Op, Process};
 
 pub(crate) use self::availability::check as check_availability;
+pub(crate) use self::directory::{check as check_directory, DirectoryConfig, DirectoryFinal};
 pub(crate) use self::durability::check as check_durability;
 pub(crate) use self::fork::check as check_no_fork;
 pub(crate) use self::leaves::check as check_no_phantom_or_duplicate;
@@ -85,6 +87,9 @@ pub(crate) struct NodeFinal {
 pub(crate) struct FinalState {
     /// Node id to what it held.
     pub(crate) nodes: BTreeMap<u64, NodeFinal>,
+    /// Node id to what its directory held (runs with `--directory`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) directory: BTreeMap<u64, DirectoryFinal>,
 }
 
 /// What the checkers need to know about the cluster under test (stored with each run as
@@ -106,6 +111,9 @@ pub(crate) struct CheckConfig {
     /// Leaves a head may exceed the majority's reported tree size by before the quorum
     /// checker counts it as ahead (a metric only).
     pub(crate) status_tolerance: u64,
+    /// The directory under test, if any (`--directory`).
+    #[serde(default)]
+    pub(crate) directory: Option<DirectoryConfig>,
 }
 
 impl CheckConfig {
@@ -119,6 +127,7 @@ impl CheckConfig {
             coverage_slack: Duration::from_secs(10),
             node_count,
             status_tolerance: 0,
+            directory: None,
         }
     }
 
@@ -155,13 +164,14 @@ pub(crate) struct Results {
 }
 
 /// The checkers' names, in the order of [`Results::checks`].
-pub(crate) const CHECKERS: [&str; 6] = [
+pub(crate) const CHECKERS: [&str; 7] = [
     "durability",
     "no-fork",
     "no-regression",
     "quorum-bound",
     "no-phantom-or-duplicate",
     "availability",
+    "directory",
 ];
 
 /// Runs every checker over one precomputed [`Analysis`].
@@ -178,6 +188,7 @@ pub(crate) fn check_all(
         check_quorum_bound(&a),
         check_no_phantom_or_duplicate(&a),
         check_availability(&a),
+        check_directory(&a),
     ];
     Results {
         valid: checks.iter().all(|c| c.valid),
@@ -199,6 +210,11 @@ impl Anomalies {
         if self.listed.len() < MAX_LISTED_ANOMALIES {
             self.listed.push(message.into());
         }
+    }
+
+    /// How many were recorded.
+    pub(crate) fn len(&self) -> usize {
+        self.count
     }
 
     /// The verdict: valid exactly when nothing was recorded.

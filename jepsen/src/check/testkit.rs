@@ -285,6 +285,7 @@ impl Sim {
                     )
                 })
                 .collect(),
+            directory: Default::default(),
         }
     }
 

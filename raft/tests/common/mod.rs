@@ -30,7 +30,7 @@ impl Application for Counter {
     fn apply(
         &self,
         commands: &[&Command],
-        meta: &mut dyn FnMut(&mut WriteBatch),
+        progress: &mut dyn FnMut(&mut WriteBatch, usize),
     ) -> io::Result<Vec<CommandResult>> {
         let db = self.db.lock().unwrap().clone().unwrap();
         let cf = db.cf_handle("count").unwrap();
@@ -40,7 +40,7 @@ impl Application for Counter {
             .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, b"n", (before + commands.len() as u64).to_be_bytes());
-        meta(&mut batch);
+        progress(&mut batch, commands.len());
         db.write(batch).map_err(io::Error::other)?;
         Ok((1..=commands.len() as u64)
             .map(|i| CommandResult((before + i).to_be_bytes().to_vec()))
