@@ -84,6 +84,22 @@ pub struct NodeAppStatus {
     pub publishing: Publishing,
     /// Whether this node holds the signing key in memory (node-local).
     pub key_loaded: bool,
+    /// The Key Transparency directory's progress, if this log runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryStatus>,
+}
+
+/// The directory's progress on one node (docs/kt.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryStatus {
+    /// The last closed epoch.
+    pub epoch: u64,
+    /// The last epoch with a signed map head.
+    pub signed_epoch: u64,
+    /// Updates waiting in the open epoch.
+    pub pending: u64,
+    /// Records in the log of mutations.
+    pub log_size: u64,
 }
 
 impl NodeAppStatus {
@@ -473,6 +489,7 @@ mod tests {
             witnesses: vec![w1.clone(), w2],
         };
         let leader_app = NodeAppStatus {
+            directory: None,
             tree_size: 10,
             root_hash: Some("ab".into()),
             signed_size: Some(10),
@@ -488,6 +505,7 @@ mod tests {
             key_loaded: true,
         };
         let follower_app = NodeAppStatus {
+            directory: None,
             publishing: Publishing::Follower,
             ..leader_app.clone()
         };

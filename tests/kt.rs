@@ -5,13 +5,18 @@
 mod support;
 
 use quorumlog::kt::verify::{Trust, VerifyError};
-use quorumlog::kt::wire::{Lookup, Parameters};
+use quorumlog::kt::wire::{LogProof, Lookup, Parameters};
 use quorumlog::sigsum::crypto::PublicKey;
+use quorumlog::sigsum::merkle::{leaf_hash, verify_consistency, verify_inclusion, Hash};
 use quorumlog::sigsum::policy::Policy;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::sigsum::{free_port, Witness};
 use support::{fast_publish, Cluster, BIN};
+
+fn hash(h: &str) -> Hash {
+    Hash(hex::decode(h).unwrap().try_into().unwrap())
+}
 
 /// Runs `quorumlog kt` against node `via`; `Ok(stdout)` or `Err(stderr)`.
 fn kt(c: &Cluster, via: u64, args: &[&str]) -> Result<serde_json::Value, String> {
@@ -293,6 +298,62 @@ async fn directory_updates_lookups_failover_and_monitor() {
         other_tree_head,
         VerifyError::TreeHeadSignature | VerifyError::Malformed(_)
     ));
+
+    // The log of mutations' proofs verify against the heads that state its roots.
+    let first = trust.head(&lookup.head).unwrap().0;
+    let heads: serde_json::Value =
+        serde_json::from_str(&get(format!("{url}/kt/v1/heads?start=1&end=100")).await).unwrap();
+    let epoch1: quorumlog::kt::wire::SmhWithLeaf =
+        serde_json::from_value(heads["heads"][0].clone()).unwrap();
+    let one = trust.head(&epoch1).unwrap().0.head;
+    let last = first.head;
+    assert!(one.log_size < last.log_size);
+    let proof: LogProof = serde_json::from_str(
+        &get(format!(
+            "{url}/kt/v1/log/consistency?old={}&new={}",
+            one.log_size, last.log_size
+        ))
+        .await,
+    )
+    .unwrap();
+    let path: Vec<Hash> = proof.path.iter().map(|h| hash(h)).collect();
+    verify_consistency(
+        one.log_size,
+        last.log_size,
+        &Hash(one.log_root),
+        &Hash(last.log_root),
+        &path,
+    )
+    .expect("the log of mutations grew append-only between the heads");
+    let records: serde_json::Value =
+        serde_json::from_str(&get(format!("{url}/kt/v1/records?start=0&end=1")).await).unwrap();
+    let record = hex::decode(records["records"][0].as_str().unwrap()).unwrap();
+    let proof: LogProof = serde_json::from_str(
+        &get(format!(
+            "{url}/kt/v1/log/inclusion?index=0&size={}",
+            last.log_size
+        ))
+        .await,
+    )
+    .unwrap();
+    let path: Vec<Hash> = proof.path.iter().map(|h| hash(h)).collect();
+    verify_inclusion(
+        &leaf_hash(&record),
+        0,
+        last.log_size,
+        &path,
+        &Hash(last.log_root),
+    )
+    .expect("the first record is in the log the last head states");
+    let r = http
+        .get(format!(
+            "{url}/kt/v1/log/inclusion?index=0&size={}",
+            last.log_size + 1000
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no proof beyond what heads publish");
 
     // Bad input: clear 4xx, nothing queued.
     let r = http

@@ -96,19 +96,26 @@ fn read_user_key(path: &Path) -> anyhow::Result<SigningKey> {
     Ok(SigningKey::from_bytes(&seed))
 }
 
+/// `GET url`: the status and the body.
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String)> {
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = r.status().as_u16();
+    let body = r.text().await.with_context(|| format!("GET {url}"))?;
+    Ok((status, body))
+}
+
+/// `GET url` as JSON; a status other than 200 with its (trimmed) body.
 async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: String,
 ) -> anyhow::Result<Result<T, (u16, String)>> {
-    let r = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = r.status();
-    let body = r.text().await.with_context(|| format!("GET {url}"))?;
-    if !status.is_success() {
-        return Ok(Err((status.as_u16(), body.trim().to_string())));
+    let (status, body) = get(http, &url).await?;
+    if status != 200 {
+        return Ok(Err((status, body.trim().to_string())));
     }
     Ok(Ok(serde_json::from_str(&body).with_context(|| {
         format!("GET {url}: not the expected JSON")
@@ -125,14 +132,8 @@ async fn get_ok<T: serde::de::DeserializeOwned>(
 }
 
 async fn get_text(http: &reqwest::Client, url: String) -> anyhow::Result<String> {
-    let r = http
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = r.status();
-    let body = r.text().await?;
-    if !status.is_success() {
+    let (status, body) = get(http, &url).await?;
+    if status != 200 {
         bail!("GET {url}: {status}: {}", body.trim());
     }
     Ok(body)

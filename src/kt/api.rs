@@ -4,7 +4,9 @@
 
 use super::directory::Directory;
 use super::updates::Updates;
-use super::wire::{Epoch, Heads, History, IndexAnswer, Lookup, Parameters, Records, SmhWithLeaf};
+use super::wire::{
+    Epoch, Heads, History, IndexAnswer, LogProof, Lookup, Parameters, Records, SmhWithLeaf,
+};
 use crate::api::public::{serving_current, text, ApiError};
 use crate::publish::custody::KeySlot;
 use crate::replicated::LeafState;
@@ -40,6 +42,8 @@ pub fn router(api: Arc<KtApi>) -> Router {
         .route("/kt/v1/heads", get(heads))
         .route("/kt/v1/records", get(records))
         .route("/kt/v1/epochs/{epoch}", get(epoch))
+        .route("/kt/v1/log/inclusion", get(log_inclusion))
+        .route("/kt/v1/log/consistency", get(log_consistency))
         .with_state(api)
 }
 
@@ -362,5 +366,63 @@ async fn epoch(
         head: api.head(epoch)?,
         first_record: first,
         records: records.iter().map(hex::encode).collect(),
+    }))
+}
+
+impl KtApi {
+    /// The size of the log of mutations that published heads cover.
+    fn published_log_size(&self) -> Result<u64, ApiError> {
+        let (_, latest) = self.published()?;
+        Ok(self
+            .directory()?
+            .epoch(latest)
+            .map_err(internal)?
+            .map_or(0, |e| e.log_size))
+    }
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn log_inclusion(
+    State(api): State<Arc<KtApi>>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Response, ApiError> {
+    let published = api.published_log_size()?;
+    if q.index >= q.size || q.size > published {
+        return Err(bad(format!(
+            "need index < size <= {published} (the size published heads cover)"
+        )));
+    }
+    let log = api.directory()?.mutation_log().map_err(internal)?;
+    let path = log.inclusion_proof(q.index, q.size).map_err(internal)?;
+    Ok(json(&LogProof {
+        path: path.iter().map(|h| h.to_hex()).collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+async fn log_consistency(
+    State(api): State<Arc<KtApi>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    let published = api.published_log_size()?;
+    if q.old == 0 || q.old >= q.new || q.new > published {
+        return Err(bad(format!(
+            "need 0 < old < new <= {published} (the size published heads cover)"
+        )));
+    }
+    let log = api.directory()?.mutation_log().map_err(internal)?;
+    let path = log.consistency_proof(q.old, q.new).map_err(internal)?;
+    Ok(json(&LogProof {
+        path: path.iter().map(|h| h.to_hex()).collect(),
     }))
 }

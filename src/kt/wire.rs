@@ -109,3 +109,11 @@ pub struct Epoch {
     pub first_record: u64,
     pub records: Vec<String>,
 }
+
+/// `GET /kt/v1/log/inclusion?index=..&size=..` and `GET /kt/v1/log/consistency?old=..&new=..`:
+/// an RFC 6962 proof in the log of mutations (sizes up to the newest published head's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogProof {
+    /// Hashes, hex, in RFC 9162 order.
+    pub path: Vec<String>,
+}

@@ -291,43 +291,40 @@ impl MerkleStore {
         let mut batch = WriteBatch::default();
         let mut indexes = Vec::with_capacity(leaves.len());
         let mut size = start;
-        let Some(index_cf) = index_cf else {
-            for leaf in leaves {
-                indexes.push(size);
-                edge.push_leaf(size, *leaf, &mut batch, &cfs);
-                size += 1;
+        match index_cf {
+            None => {
+                for leaf in leaves {
+                    indexes.push(size);
+                    edge.push_leaf(size, *leaf, &mut batch, &cfs);
+                    size += 1;
+                }
             }
-            edge.flush(&mut batch, &cfs);
-            batch.put_cf(self.cf(self.cols.meta)?, KEY_SIZE, size.to_be_bytes());
-            let outcome = AppendOutcome {
-                indexes,
-                added: size - start,
-                size,
-            };
-            return Ok((batch, outcome));
-        };
-        let known = self
-            .db
-            .batched_multi_get_cf(index_cf, leaves.iter().map(|h| &h.0), false);
-        let mut fresh: HashMap<Hash, u64> = HashMap::with_capacity(leaves.len());
-        for (leaf, known) in leaves.iter().zip(known) {
-            if let Some(v) = known? {
-                indexes.push(decode_index(&v)?);
-            } else if let Some(&i) = fresh.get(leaf) {
-                indexes.push(i);
-            } else {
-                fresh.insert(*leaf, size);
-                indexes.push(size);
-                edge.push_leaf(size, *leaf, &mut batch, &cfs);
-                size += 1;
+            Some(index_cf) => {
+                let known =
+                    self.db
+                        .batched_multi_get_cf(index_cf, leaves.iter().map(|h| &h.0), false);
+                let mut fresh: HashMap<Hash, u64> = HashMap::with_capacity(leaves.len());
+                for (leaf, known) in leaves.iter().zip(known) {
+                    if let Some(v) = known? {
+                        indexes.push(decode_index(&v)?);
+                    } else if let Some(&i) = fresh.get(leaf) {
+                        indexes.push(i);
+                    } else {
+                        fresh.insert(*leaf, size);
+                        indexes.push(size);
+                        edge.push_leaf(size, *leaf, &mut batch, &cfs);
+                        size += 1;
+                    }
+                }
+                // Index keys are random hashes; inserting them in key order lets the
+                // memtable reuse its position between inserts instead of searching from
+                // the top each time.
+                let mut fresh: Vec<(Hash, u64)> = fresh.into_iter().collect();
+                fresh.sort_unstable();
+                for (leaf, i) in fresh {
+                    batch.put_cf(index_cf, leaf.0, i.to_be_bytes());
+                }
             }
-        }
-        // Index keys are random hashes; inserting them in key order lets the memtable reuse
-        // its position between inserts instead of searching from the top each time.
-        let mut fresh: Vec<(Hash, u64)> = fresh.into_iter().collect();
-        fresh.sort_unstable();
-        for (leaf, i) in fresh {
-            batch.put_cf(index_cf, leaf.0, i.to_be_bytes());
         }
         edge.flush(&mut batch, &cfs);
         batch.put_cf(self.cf(self.cols.meta)?, KEY_SIZE, size.to_be_bytes());

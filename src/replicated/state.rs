@@ -11,7 +11,7 @@ use crate::merkle::{Hash, MerkleStore};
 use crate::sigsum::crypto::PublicKey;
 use crate::sigsum::leaf::TreeLeaf;
 use crate::sigsum::tree_head::{CosignedTreeHead, SignedTreeHead};
-use crate::status::{NodeAppStatus, PublishedHead, Publishing};
+use crate::status::{DirectoryStatus, NodeAppStatus, PublishedHead, Publishing};
 use quorumlog_raft::types::{Command, CommandResult};
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteBatch, DB};
 use std::collections::HashSet;
@@ -415,6 +415,15 @@ impl LeafState {
             published: self.published_head().as_ref().map(PublishedHead::from),
             publishing,
             key_loaded,
+            directory: self.directory.as_ref().map(|d| {
+                let m = d.meta();
+                DirectoryStatus {
+                    epoch: m.epoch,
+                    signed_epoch: m.signed_epoch,
+                    pending: m.pending,
+                    log_size: d.mutation_log().map_or(0, |l| l.size()),
+                }
+            }),
         }
     }
 }
