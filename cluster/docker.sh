@@ -111,7 +111,8 @@ ensure_binary() {
     . "$HOME/.cargo/env"
   fi
   log "building (the first build compiles RocksDB and takes a while)"
-  cargo build --release --bins
+  # `--test kt` resolves dependencies as the test suite does, so both share one build.
+  cargo build --release --workspace --bins --test kt
 }
 
 # Builds (if missing) the base image and the image of the current binary, and records

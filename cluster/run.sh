@@ -63,7 +63,8 @@ start() {
       . "$HOME/.cargo/env"
     fi
     log "building (the first build compiles RocksDB and takes a while)"
-    cargo build --release --workspace --bins
+    # `--test kt` resolves dependencies as the test suite does, so both share one build.
+    cargo build --release --workspace --bins --test kt
   fi
   mkdir -p "$DIR/run"
   if [ ! -f "$DIR/witness.key" ]; then

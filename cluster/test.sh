@@ -31,8 +31,10 @@ if [ "${QUORUMLOG_SKIP_DOCKER_TESTS:-}" = 1 ]; then
   echo "test: skipping the fault runs (QUORUMLOG_SKIP_DOCKER_TESTS=1)" >&2
 else
   # `cargo test` builds the suite's unit tests, not its executable (nor necessarily the
-  # current server binary the node image is made from).
-  cargo build --release --workspace --bins
+  # current server binary the node image is made from). Naming one test target keeps the
+  # dev-dependencies in the feature resolution, as in `cargo test`: without it the
+  # dependencies resolve differently and the bundled RocksDB is compiled a second time.
+  cargo build --release --workspace --bins --test kt
   for family in partition kill pause transfer membership power mixed; do
     # The directory workload rides along where leaders die mid-epoch.
     directory=()
@@ -44,9 +46,9 @@ else
   # The planted fault (docs/jepsen.md): a build whose Raft log never fsyncs must be caught
   # losing acknowledged leaves when every node loses power. Built aside, then the normal
   # binary is built again in its place.
-  cargo build --release -p quorumlog --bin quorumlog --features unsafe-ack-before-fsync
+  cargo build --release --workspace --bins --test kt --features quorumlog/unsafe-ack-before-fsync
   cp "$CARGO_TARGET_DIR/release/quorumlog" "$CARGO_TARGET_DIR/quorumlog-planted-unsafe-ack"
-  cargo build --release -p quorumlog --bin quorumlog
+  cargo build --release --workspace --bins --test kt
   "$CARGO_TARGET_DIR/release/quorumlog-jepsen" test --nemesis power-all --time-limit 40 \
     --bin "$CARGO_TARGET_DIR/quorumlog-planted-unsafe-ack" --expect-invalid durability
 fi

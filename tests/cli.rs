@@ -178,6 +178,48 @@ fn certificates_expire_in_years_not_decades_and_renew_in_place() {
 }
 
 #[test]
+fn a_directory_cluster_carries_its_keys_and_refuses_keys_of_another_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, text) = run(&[
+        "init-cluster",
+        "--nodes",
+        "2",
+        "--dir",
+        d,
+        "--base-port",
+        "9300",
+        "--kt",
+    ]);
+    assert!(ok, "{text}");
+    let kt_pub = std::fs::read_to_string(dir.path().join("kt.pub")).unwrap();
+    let keys: Vec<&str> = kt_pub.split_whitespace().collect();
+    assert_eq!(keys.len(), 2, "{kt_pub}");
+    assert_eq!(mode(&dir.path().join("kt.pub")), 0o644);
+    for id in [1, 2] {
+        let cfg = std::fs::read_to_string(dir.path().join(format!("node{id}/config.toml")))
+            .unwrap();
+        assert!(cfg.contains("[kt]"), "{cfg}");
+        assert!(cfg.contains(&format!("directory_key = \"{}\"", keys[0])), "{cfg}");
+        assert!(cfg.contains(&format!("vrf_key = \"{}\"", keys[1])), "{cfg}");
+    }
+    // A node added later runs the same directory.
+    let (ok, text) = run(&["new-node", "--dir", d, "--id", "3", "--base-port", "9300"]);
+    assert!(ok, "{text}");
+    let cfg = std::fs::read_to_string(dir.path().join("node3/config.toml")).unwrap();
+    assert!(cfg.contains(&format!("directory_key = \"{}\"", keys[0])), "{cfg}");
+    // Keys that are not derived from the log key: the node refuses to start.
+    let path = dir.path().join("node1/config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edited(&text, keys[0], &"ab".repeat(32))).unwrap();
+    let (ok, text) = run(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!ok && text.contains("not the keys derived"), "{text}");
+    // The client trusts only the log it is told to.
+    let (ok, text) = run(&["kt", "--url", "http://127.0.0.1:9", "get", "--id", "a"]);
+    assert!(!ok && text.contains("--log-key"), "{text}");
+}
+
+#[test]
 fn bad_arguments_and_configs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
