@@ -197,17 +197,23 @@ fn a_directory_cluster_carries_its_keys_and_refuses_keys_of_another_log() {
     assert_eq!(keys.len(), 2, "{kt_pub}");
     assert_eq!(mode(&dir.path().join("kt.pub")), 0o644);
     for id in [1, 2] {
-        let cfg = std::fs::read_to_string(dir.path().join(format!("node{id}/config.toml")))
-            .unwrap();
+        let cfg =
+            std::fs::read_to_string(dir.path().join(format!("node{id}/config.toml"))).unwrap();
         assert!(cfg.contains("[kt]"), "{cfg}");
-        assert!(cfg.contains(&format!("directory_key = \"{}\"", keys[0])), "{cfg}");
+        assert!(
+            cfg.contains(&format!("directory_key = \"{}\"", keys[0])),
+            "{cfg}"
+        );
         assert!(cfg.contains(&format!("vrf_key = \"{}\"", keys[1])), "{cfg}");
     }
     // A node added later runs the same directory.
     let (ok, text) = run(&["new-node", "--dir", d, "--id", "3", "--base-port", "9300"]);
     assert!(ok, "{text}");
     let cfg = std::fs::read_to_string(dir.path().join("node3/config.toml")).unwrap();
-    assert!(cfg.contains(&format!("directory_key = \"{}\"", keys[0])), "{cfg}");
+    assert!(
+        cfg.contains(&format!("directory_key = \"{}\"", keys[0])),
+        "{cfg}"
+    );
     // Keys that are not derived from the log key: the node refuses to start.
     let path = dir.path().join("node1/config.toml");
     let text = std::fs::read_to_string(&path).unwrap();
