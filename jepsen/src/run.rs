@@ -2,7 +2,8 @@
 //! final state read back from every node, the checkers, and the stored run.
 
 use crate::check::{
-    check_all, CheckConfig, DirectoryConfig, DirectoryFinal, FinalState, NodeFinal, Results,
+    check_all, head_log_size, CheckConfig, DirectoryConfig, DirectoryFinal, FinalState, NodeFinal,
+    Results,
 };
 use crate::client::{parse_leaves, parse_tree_head, Api};
 use crate::cluster::hex32;
@@ -249,12 +250,8 @@ async fn read_directory(api: &Api, addr: &str, bin: &Path, log_key: &str) -> Dir
     }
     let log_size = heads
         .last()
-        .and_then(|h| hex::decode(&h.signed_head).ok())
-        .filter(|b| b.len() >= 89)
-        .map_or(0, |b| {
-            // The log size follows the prefix (25), map id, epoch and map root.
-            u64::from_be_bytes(b[25 + 48..25 + 56].try_into().expect("8 bytes"))
-        });
+        .and_then(|h| head_log_size(&h.signed_head))
+        .unwrap_or(0);
     let mut records = Vec::new();
     while (records.len() as u64) < log_size {
         let start = records.len() as u64;

@@ -8,6 +8,7 @@ use super::wire::{
     Epoch, Heads, History, IndexAnswer, LogProof, Lookup, Parameters, Records, SmhWithLeaf,
 };
 use crate::api::public::{serving_current, text, ApiError};
+use crate::merkle::{Hash, MerkleError};
 use crate::publish::custody::KeySlot;
 use crate::replicated::LeafState;
 use axum::body::Bytes;
@@ -310,16 +311,10 @@ async fn records(
     Query(r): Query<Range>,
 ) -> Result<Response, ApiError> {
     check_range(&r, api.max_range)?;
-    let (_, latest) = api.published()?;
-    let dir = api.directory()?;
-    let published = dir
-        .epoch(latest)
-        .map_err(internal)?
-        .map_or(0, |e| e.log_size);
     // Only what published heads cover: the open epoch's records are not final yet.
-    let end = r.end.min(published);
+    let end = r.end.min(api.published_log_size()?);
     let records = if r.start < end {
-        dir.records(r.start, end).map_err(internal)?
+        api.directory()?.records(r.start, end).map_err(internal)?
     } else {
         Vec::new()
     };
@@ -381,6 +376,12 @@ impl KtApi {
     }
 }
 
+fn log_proof(path: Result<Vec<Hash>, MerkleError>) -> Result<Response, ApiError> {
+    Ok(json(&LogProof {
+        path: path.map_err(internal)?.iter().map(|h| h.to_hex()).collect(),
+    }))
+}
+
 #[derive(Deserialize)]
 struct InclusionQuery {
     index: u64,
@@ -398,10 +399,7 @@ async fn log_inclusion(
         )));
     }
     let log = api.directory()?.mutation_log().map_err(internal)?;
-    let path = log.inclusion_proof(q.index, q.size).map_err(internal)?;
-    Ok(json(&LogProof {
-        path: path.iter().map(|h| h.to_hex()).collect(),
-    }))
+    log_proof(log.inclusion_proof(q.index, q.size))
 }
 
 #[derive(Deserialize)]
@@ -421,8 +419,5 @@ async fn log_consistency(
         )));
     }
     let log = api.directory()?.mutation_log().map_err(internal)?;
-    let path = log.consistency_proof(q.old, q.new).map_err(internal)?;
-    Ok(json(&LogProof {
-        path: path.iter().map(|h| h.to_hex()).collect(),
-    }))
+    log_proof(log.consistency_proof(q.old, q.new))
 }

@@ -53,6 +53,13 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// The log size a signed head (hex) states, without verifying it.
+pub(crate) fn head_log_size(signed_head: &str) -> Option<u64> {
+    let b = hex::decode(signed_head).ok()?;
+    (b.len() == HEAD_LEN + 64 && b.starts_with(HEAD_PREFIX))
+        .then(|| u64_at(&b, HEAD_PREFIX.len() + 48))
+}
+
 /// Decodes and verifies a signed head and its Sigsum leaf; the head and the leaf hash.
 fn verify_head(h: &KtHeadValue, key: &[u8; 32]) -> Result<(Head, Hash), String> {
     let b = hex::decode(&h.signed_head).map_err(|_| "head is not hex")?;
@@ -66,7 +73,7 @@ fn verify_head(h: &KtHeadValue, key: &[u8; 32]) -> Result<(Head, Hash), String> 
     let head = Head {
         map_id: u64_at(&b, p),
         epoch: u64_at(&b, p + 8),
-        log_size: u64_at(&b, p + 48),
+        log_size: head_log_size(&h.signed_head).unwrap_or_default(),
         log_root: b[p + 56..p + 88].try_into().expect("32 bytes"),
         timestamp_ms: u64_at(&b, p + 88),
     };

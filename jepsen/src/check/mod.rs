@@ -38,7 +38,9 @@ use self::ops::Operation;
 use crate::history::{Event, HeadValue, LeafValue, Op, Process};
 
 pub(crate) use self::availability::check as check_availability;
-pub(crate) use self::directory::{check as check_directory, DirectoryConfig, DirectoryFinal};
+pub(crate) use self::directory::{
+    check as check_directory, head_log_size, DirectoryConfig, DirectoryFinal,
+};
 pub(crate) use self::durability::check as check_durability;
 pub(crate) use self::fork::check as check_no_fork;
 pub(crate) use self::leaves::check as check_no_phantom_or_duplicate;
