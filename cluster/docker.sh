@@ -179,7 +179,7 @@ create_cluster() {
   for k in $(seq "$NODES"); do
     s="$DIR/secrets/n$k"
     mkdir -p "$s"
-    cp -p "$DIR/cluster/ca.pem" "$DIR/cluster/policy" "$s/"
+    cp -p "$DIR/cluster/ca.pem" "$DIR/cluster/crl.pem" "$DIR/cluster/policy" "$s/"
     cp -rp "$DIR/cluster/node$k" "$s/"
     # In custody `handoff` only the node whose config names the key file gets it.
     if grep -q '^key_file' "$DIR/cluster/node$k/config.toml"; then

@@ -107,6 +107,10 @@ pub struct TlsSection {
     pub cert: PathBuf,
     /// This node's private key (PEM, mode 0600).
     pub key: PathBuf,
+    /// The cluster CA's certificate revocation list (PEM), written by `quorumlog
+    /// revoke-cert`; re-read when it changes. Without it no certificate can be revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 /// `[log]`
@@ -441,6 +445,7 @@ impl NodeConfig {
             &self.path(&self.tls.cert),
             &self.path(&self.tls.key),
         )
+        .map(|t| t.with_crl(self.tls.crl.as_deref().map(|p| self.path(p))))
     }
 
     /// The initial membership.

@@ -391,6 +391,86 @@ async fn a_removed_node_serves_no_tree_head() {
     assert!(http.tree_head(&c.api_addr(other)).await.is_some());
 }
 
+/// The status of node `to`, asked over a new connection with certificate `tls`.
+async fn status_as(
+    c: &Cluster,
+    tls: &quorumlog_raft::network::tls::TlsFiles,
+    to: u64,
+) -> Result<(), tonic::Status> {
+    let ch = quorumlog_raft::network::client::connect_lazy(tls, to, &c.raft_addr(to)).unwrap();
+    let mut req = tonic::Request::new(quorumlog_raft::network::pb::StatusRequest {});
+    req.set_timeout(Duration::from_secs(5));
+    quorumlog_raft::network::pb::admin_client::AdminClient::new(ch)
+        .status(req)
+        .await
+        .map(|_| ())
+}
+
+/// A removed node's certificate stays valid for its lifetime: once revoked it is refused
+/// on every call by every node, without a restart, and the node's id can be used again
+/// with a new certificate while the old one stays refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_and_its_id_can_be_used_again() {
+    let (mut c, _http, leader) = running("file").await;
+    let victim = (1..=3).rev().find(|&k| k != leader).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&k| k != victim).collect();
+    let old = c.tls(victim);
+    for &k in &others {
+        status_as(&c, &old, k).await.unwrap();
+    }
+    c.add_any(&[1, 2, 3], &[1]).await;
+    c.admin_cli(leader, &["remove-node", "--id", &victim.to_string()]);
+    c.kill(victim);
+    let dir = c.path.to_str().unwrap().to_string();
+    let out = c.cli(&["revoke-cert", "--dir", &dir, "--node", &victim.to_string()]);
+    assert!(out.contains("revoked"), "{out}");
+    // Revoking twice changes nothing.
+    let again = c.cli(&["revoke-cert", "--dir", &dir, "--node", &victim.to_string()]);
+    assert!(again.contains("already revoked"), "{again}");
+    let refused = |r: Result<(), tonic::Status>| {
+        matches!(r, Err(e) if e.code() == tonic::Code::PermissionDenied
+            && e.message().contains("revoked"))
+    };
+    for &k in &others {
+        c.wait_for("a member to refuse the revoked certificate", 30, || async {
+            refused(status_as(&c, &old, k).await)
+        })
+        .await;
+    }
+    // The operator and the other members are not affected.
+    for &k in &others {
+        c.operator(k)
+            .status(quorumlog_raft::network::pb::StatusRequest {})
+            .await
+            .unwrap();
+    }
+
+    // The same id again, with a new key and certificate and a wiped data directory.
+    c.cli(&["renew-cert", "--dir", &dir, "--node", &victim.to_string()]);
+    c.forget_channels();
+    std::fs::remove_dir_all(c.node_dir(victim).join("data")).unwrap();
+    c.start(victim);
+    c.admin_cli(
+        leader,
+        &[
+            "add-node",
+            "--id",
+            &victim.to_string(),
+            "--raft-addr",
+            &c.raft_addr(victim),
+            "--api-addr",
+            &c.api_addr(victim),
+        ],
+    );
+    c.add_any(&others, &[2]).await;
+    c.wait_converged(&[1, 2, 3], 2).await;
+    let new = c.tls(victim);
+    status_as(&c, &new, leader).await.unwrap();
+    // The re-added node reads the same list: the old certificate is refused there too.
+    assert!(refused(status_as(&c, &old, victim).await));
+    assert!(refused(status_as(&c, &old, leader).await));
+}
+
 /// A restarted node's stored head can be older than one it, or the cluster, already
 /// published; it serves no tree head until it has applied what a leader committed after
 /// the restart (found by the fault suite: a node killed and restarted served an older

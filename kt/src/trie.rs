@@ -179,6 +179,14 @@ pub struct Reader<'a, D, S: ?Sized> {
     epoch: u64,
 }
 
+// Only references and a number: copying a reader never copies the store.
+impl<D, S: ?Sized> Clone for Reader<'_, D, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<D, S: ?Sized> Copy for Reader<'_, D, S> {}
+
 impl<'a, D: Digest, S: Versioned + ?Sized> Reader<'a, D, S> {
     pub fn new(h: &'a Coniks<D>, store: &'a S, epoch: u64) -> Self {
         Reader { h, store, epoch }
@@ -283,20 +291,41 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Batches smaller than this are merged on the calling thread: below it, starting a thread
+/// costs more than the hashing it would share.
+const PARALLEL_MIN: usize = 2048;
+
 /// Builds epoch `epoch` from the map at `epoch - 1` (read from `store`) and `changes`
 /// (`(index, new leaf hash)`, sorted by index, indexes distinct). Returns the new root and
 /// the records to store under `epoch`, as `(key, value)`; the caller writes them in one
 /// batch.
-pub fn update<D: Digest, S: Versioned + ?Sized>(
+///
+/// A large batch is split between the machine's cores where the trie branches near the
+/// top: the two sides of a branch are independent subtrees. The result, records included,
+/// is the same as on one thread.
+pub fn update<D: Digest + Sync, S: Versioned + Sync + ?Sized>(
     h: &Coniks<D>,
     store: &S,
     epoch: u64,
     changes: &[(Index, Hash)],
 ) -> Result<(Hash, Vec<Write>), TrieError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    update_on(h, store, epoch, changes, threads)
+}
+
+/// [`update`] with the batch shared by at most `threads` threads.
+pub fn update_on<D: Digest + Sync, S: Versioned + Sync + ?Sized>(
+    h: &Coniks<D>,
+    store: &S,
+    epoch: u64,
+    changes: &[(Index, Hash)],
+    threads: usize,
+) -> Result<(Hash, Vec<Write>), TrieError> {
     let before = Reader::new(h, store, epoch.saturating_sub(1));
     let mut u = Updater {
         r: before,
         writes: Vec::new(),
+        threads: threads.max(1),
     };
     let old = u.r.root_edge()?;
     let Some(edge) = u.merge(0, old, changes)? else {
@@ -311,11 +340,49 @@ pub fn update<D: Digest, S: Versioned + ?Sized>(
 struct Updater<'a, D, S: ?Sized> {
     r: Reader<'a, D, S>,
     writes: Vec<Write>,
+    /// Threads this updater may use, itself included.
+    threads: usize,
 }
 
-impl<D: Digest, S: Versioned + ?Sized> Updater<'_, D, S> {
+impl<D: Digest + Sync, S: Versioned + Sync + ?Sized> Updater<'_, D, S> {
     fn write(&mut self, node: NodeId, rec: &Record) {
         self.writes.push((node.key(), rec.encode()));
+    }
+
+    /// Runs `left` and `right`, the two sides of one branch, on two threads when both are
+    /// big enough and a thread is to spare, else one after the other. The left side's
+    /// records come first either way.
+    fn both<L: Send, R>(
+        &mut self,
+        sizes: (usize, usize),
+        left: impl FnOnce(&mut Self) -> L + Send,
+        right: impl FnOnce(&mut Self) -> R,
+    ) -> (L, R) {
+        if self.threads < 2 || sizes.0.min(sizes.1) < PARALLEL_MIN {
+            let l = left(self);
+            return (l, right(self));
+        }
+        let mut l_side = Updater {
+            r: self.r,
+            writes: Vec::new(),
+            threads: self.threads / 2,
+        };
+        let mut r_side = Updater {
+            r: self.r,
+            writes: Vec::new(),
+            threads: self.threads - l_side.threads,
+        };
+        let (l, r) = std::thread::scope(|s| {
+            let task = s.spawn(|| left(&mut l_side));
+            let r = right(&mut r_side);
+            let l = task
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (l, r)
+        });
+        self.writes.extend(l_side.writes);
+        self.writes.extend(r_side.writes);
+        (l, r)
     }
 
     /// The edge hanging at depth `top` (one below its parent) once `batch` (all under
@@ -351,8 +418,12 @@ impl<D: Digest, S: Versioned + ?Sized> Updater<'_, D, S> {
                 node,
                 top: climb(self.r.h, c + 1, node.depth(), &node.prefix, own),
             };
-            let mine = self.merge(c + 1, Some(lowered), same)?.expect("non-empty");
-            let theirs = self.fresh(c + 1, other);
+            let (mine, theirs) = self.both(
+                (same.len(), other.len()),
+                |u| u.merge(c + 1, Some(lowered), same),
+                |u| u.fresh(c + 1, other),
+            );
+            let mine = mine?.expect("non-empty");
             let (left, right) = if node_right {
                 (theirs, mine)
             } else {
@@ -375,8 +446,12 @@ impl<D: Digest, S: Versioned + ?Sized> Updater<'_, D, S> {
                 let d = node.depth();
                 let split = batch.partition_point(|(i, _)| !bit(i, d));
                 let (lb, rb) = batch.split_at(split);
-                let left = self.merge(d + 1, Some(left), lb)?.expect("non-empty");
-                let right = self.merge(d + 1, Some(right), rb)?.expect("non-empty");
+                let (left, right) = self.both(
+                    (lb.len(), rb.len()),
+                    |u| u.merge(d + 1, Some(left), lb),
+                    |u| u.merge(d + 1, Some(right), rb),
+                );
+                let (left, right) = (left?.expect("non-empty"), right?.expect("non-empty"));
                 Ok(Some(self.branch(top, d, &node.prefix, left, right)))
             }
             Record::Root(_) => Err(TrieError::Corrupt(hex(&node.key()))),
@@ -408,8 +483,12 @@ impl<D: Digest, S: Versioned + ?Sized> Updater<'_, D, S> {
         // Sorted, so the first and last index part where the whole batch first does.
         let d = common_bits(first, last, DEPTH);
         let split = batch.partition_point(|(i, _)| !bit(i, d));
-        let left = self.fresh(d + 1, &batch[..split]);
-        let right = self.fresh(d + 1, &batch[split..]);
+        let (lb, rb) = batch.split_at(split);
+        let (left, right) = self.both(
+            (lb.len(), rb.len()),
+            |u| u.fresh(d + 1, lb),
+            |u| u.fresh(d + 1, rb),
+        );
         self.branch(top, d, first, left, right)
     }
 }
@@ -478,6 +557,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Large batches are split over threads; the root and every record must be those of
+    /// one thread, for a fresh trie and for one merged into an existing trie.
+    #[test]
+    fn threads_change_nothing_but_speed() {
+        use sha2::{Digest, Sha256};
+        let h = ConiksSha256::new(9);
+        let index = |n: u32| -> Index { Sha256::digest(n.to_be_bytes()).into() };
+        let batch = |range: std::ops::Range<u32>, tag: u8| {
+            let mut b: Vec<(Index, Hash)> = range
+                .map(|n| (index(n), h.leaf(&index(n), &[tag])))
+                .collect();
+            b.sort();
+            b
+        };
+        let first = batch(0..10_000, 1);
+        // The quarters under the root are big enough to be split off, twice over.
+        for q in 0..4u8 {
+            let n = first.iter().filter(|(i, _)| i[0] >> 6 == q).count();
+            assert!(n >= PARALLEL_MIN, "quarter {q} holds {n}");
+        }
+        // Epoch 2 changes old leaves and adds new ones.
+        let second = batch(5_000..15_000, 2);
+
+        let (mut one, mut many) = (MemoryStore::default(), MemoryStore::default());
+        for (epoch, changes) in [(1, &first), (2, &second)] {
+            let a = update_on(&h, &one, epoch, changes, 1).unwrap();
+            let b = update_on(&h, &many, epoch, changes, 4).unwrap();
+            assert_eq!(a, b, "epoch {epoch}");
+            one.write(epoch, a.1);
+            many.write(epoch, b.1);
+        }
+        let all: BTreeMap<Index, Hash> = first.iter().chain(&second).copied().collect();
+        let all: Vec<(Index, Hash)> = all.into_iter().collect();
+        assert_eq!(
+            Reader::new(&h, &many, 2).root().unwrap(),
+            map::root(&h, &all)
+        );
     }
 
     #[test]

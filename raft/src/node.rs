@@ -7,6 +7,7 @@ use crate::network::client::NetworkFactory;
 use crate::network::pb::{
     admin_server::AdminServer, raft_server::RaftServer, LeaderChange, Member, NodeStatus, Role,
 };
+use crate::network::revocation::Revocation;
 use crate::network::server::{AdminService, RaftService};
 use crate::network::tls::{install_crypto_provider, TlsFiles};
 use crate::network::{check_protocol, MAX_MESSAGE_BYTES};
@@ -60,7 +61,13 @@ pub enum StartError {
     /// The gRPC listener could not be set up.
     #[error("gRPC server: {0}")]
     Server(String),
+    /// The certificate revocation list cannot be used.
+    #[error(transparent)]
+    Revocation(#[from] crate::network::revocation::RevocationError),
 }
+
+/// How often a node looks whether its revocation list file changed.
+const REVOCATION_RELOAD: Duration = Duration::from_secs(5);
 
 /// How far (in log entries) a transfer target may trail the leader.
 const TRANSFER_MAX_LAG: u64 = 1000;
@@ -550,6 +557,21 @@ async fn record_leader_changes(node: NodeHandle) {
     }
 }
 
+/// Re-reads the revocation list when its file changes, until the node is gone.
+async fn reload_revocations(revocation: Arc<Revocation>, node: std::sync::Weak<NodeInner>) {
+    let mut tick = tokio::time::interval(REVOCATION_RELOAD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if node.strong_count() == 0 {
+            return;
+        }
+        let r = revocation.clone();
+        // File reads and a signature check: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+    }
+}
+
 /// How often a node that has not caught up asks the leader for its read index.
 const CATCH_UP_POLL: Duration = Duration::from_millis(250);
 
@@ -630,6 +652,18 @@ impl Node {
     /// asked to and never initialised.
     pub async fn start(opts: NodeOptions, app: Arc<dyn Application>) -> Result<Node, StartError> {
         install_crypto_provider();
+        let revocation = Arc::new(Revocation::load(
+            &opts.tls.ca_pem,
+            &opts.tls.cert_pem,
+            opts.tls.crl.as_deref(),
+        )?);
+        match revocation.entries() {
+            Some(n) => tracing::info!(revoked = n, "certificate revocation list loaded"),
+            None => tracing::warn!(
+                "no certificate revocation list configured ([tls] crl): a removed node's \
+                 certificate stays valid until it expires"
+            ),
+        }
         crate::data_format::check_or_init(&opts.data_dir)?;
         let log = LogStore::open(&opts.data_dir.join("raft-log"))?;
         let sm = StateMachine::open(&opts.data_dir, app.clone())?;
@@ -663,6 +697,17 @@ impl Node {
             .map_err(|e| StartError::Server(format!("bind {}: {e}", opts.raft_addr)))?;
         tracing::info!(addr = %opts.raft_addr, "gRPC listening");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let raft_check = {
+            let revocation = revocation.clone();
+            move |req: tonic::Request<()>| {
+                revocation.check(&req)?;
+                check_protocol(req)
+            }
+        };
+        let admin_check = {
+            let revocation = revocation.clone();
+            move |req: tonic::Request<()>| revocation.check(&req).map(|()| req)
+        };
         let router = Server::builder()
             .tls_config(tls.server())
             .map_err(|e| StartError::Server(e.to_string()))?
@@ -670,13 +715,17 @@ impl Node {
                 RaftServer::new(RaftService::new(handle.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                check_protocol,
+                raft_check,
             ))
-            .add_service(
+            .add_service(InterceptedService::new(
                 AdminServer::new(AdminService::new(handle.clone()))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            );
+                admin_check,
+            ));
+        if revocation.entries().is_some() {
+            tokio::spawn(reload_revocations(revocation, Arc::downgrade(&handle.0)));
+        }
         let server = tokio::spawn(async move {
             let incoming = TcpListenerStream::new(listener);
             let stop = async {

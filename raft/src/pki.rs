@@ -4,9 +4,12 @@
 //! change membership, move leadership and load the signing key.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -22,6 +25,9 @@ pub enum PkiError {
     /// A host name in the certificate namespace of roles.
     #[error("host {0:?}: names under .quorumlog are reserved for roles")]
     ReservedName(String),
+    /// A certificate or revocation list that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
@@ -144,6 +150,107 @@ pub fn new_operator(ca: &CaFiles) -> Result<NodeFiles, PkiError> {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// One entry of the cluster's revocation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number, as its DER encoding carries it.
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub at: time::OffsetDateTime,
+}
+
+impl Revoked {
+    /// An entry revoking `serial` now.
+    pub fn now(serial: Vec<u8>) -> Revoked {
+        Revoked {
+            serial,
+            at: time::OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// The serial number of `cert_pem`, after checking that this cluster's CA issued it (a
+/// list naming a stranger's serial could revoke one of ours by accident).
+pub fn issued_serial(ca: &CaFiles, cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let invalid = |what: String| PkiError::Invalid(what);
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| invalid(format!("not a PEM certificate: {e}")))?;
+    let ca_der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())
+        .map_err(|e| invalid(format!("the CA certificate: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca_der)
+        .map_err(|e| invalid(format!("the CA certificate: {e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| invalid(e.to_string()))?;
+    let parsed = webpki::EndEntityCert::try_from(&cert)
+        .map_err(|e| invalid(format!("unreadable certificate: {e:?}")))?;
+    let serial = parsed.serial().to_vec();
+    match verifier.verify_client_cert(&cert, &[], UnixTime::now()) {
+        Ok(_) => {}
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)) => {
+            return Err(invalid(
+                "the certificate has expired: every node refuses it already".into(),
+            ))
+        }
+        Err(e) => {
+            return Err(invalid(format!(
+                "not a certificate of this cluster's CA: {e}"
+            )))
+        }
+    }
+    Ok(serial)
+}
+
+/// The entries of a revocation list written by [`revocation_list`].
+pub fn revoked_entries(crl_pem: &str) -> Result<Vec<Revoked>, PkiError> {
+    let invalid = |what: String| PkiError::Invalid(what);
+    let der = CertificateRevocationListDer::from_pem_slice(crl_pem.as_bytes())
+        .map_err(|e| invalid(format!("not a PEM revocation list: {e}")))?;
+    let crl = webpki::BorrowedCertRevocationList::from_der(&der)
+        .map_err(|e| invalid(format!("malformed revocation list: {e:?}")))?;
+    let mut out = Vec::new();
+    for entry in &crl {
+        let entry = entry.map_err(|e| invalid(format!("malformed revocation entry: {e:?}")))?;
+        let at = time::OffsetDateTime::from_unix_timestamp(entry.revocation_date.as_secs() as i64)
+            .map_err(|e| invalid(format!("revocation date: {e}")))?;
+        out.push(Revoked {
+            serial: entry.serial_number.to_vec(),
+            at,
+        });
+    }
+    Ok(out)
+}
+
+/// A revocation list (PEM) signed by the cluster CA, naming `revoked`. Its number is the
+/// time of issue, so a later list always has a higher one.
+pub fn revocation_list(ca: &CaFiles, revoked: &[Revoked]) -> Result<String, PkiError> {
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca.key_pem)?);
+    let now = time::OffsetDateTime::now_utc();
+    let params = CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        // Nodes do not expire a list: it stays in force until a newer one replaces it.
+        next_update: now + time::Duration::days(CA_VALIDITY_DAYS),
+        crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&r.serial),
+                revocation_time: r.at,
+                reason_code: Some(RevocationReason::CessationOfOperation),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    Ok(params.signed_by(&issuer)?.pem()?)
 }
 
 /// Writes a file readable only by its owner (mode 0600), failing if it already exists so

@@ -186,6 +186,7 @@ fn options(data_dir: &Path, bootstrap: bool) -> NodeOptions {
             ca_pem: ca.cert_pem,
             cert_pem: node.cert_pem,
             key_pem: node.key_pem,
+            crl: None,
         },
         raft: raft_config(),
         bootstrap: bootstrap.then(|| {

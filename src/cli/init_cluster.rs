@@ -176,6 +176,7 @@ fn node_config(
             ca_cert: PathBuf::from("../ca.pem"),
             cert: PathBuf::from("node.pem"),
             key: PathBuf::from("node.key"),
+            crl: Some(PathBuf::from(format!("../{CRL}"))),
         },
         log: LogSection {
             public_key: public_key.to_string(),
@@ -258,6 +259,7 @@ pub fn init_cluster(
     pki::write_secret(&dir.join("ca.key"), ca.key_pem.as_bytes())?;
 
     write_operator(dir, &ca)?;
+    pki::write_public(&dir.join(CRL), pki::revocation_list(&ca, &[])?.as_bytes())?;
 
     let log_key = LogSigner::generate();
     let public: PublicKey = log_key.public_key();
@@ -317,6 +319,64 @@ fn write_operator(dir: &Path, ca: &CaFiles) -> anyhow::Result<()> {
     let files = pki::new_operator(ca)?;
     pki::write_public(&op.join("operator.pem"), files.cert_pem.as_bytes())?;
     pki::write_secret(&op.join("operator.key"), files.key_pem.as_bytes())?;
+    Ok(())
+}
+
+/// The cluster's certificate revocation list, beside the CA; node configs name it.
+const CRL: &str = "crl.pem";
+
+/// `revoke-cert`: adds the certificate of node `node` (as it is now in the cluster
+/// directory) or the certificate file `cert` to the cluster's revocation list. Nodes that
+/// read the list refuse that certificate within seconds of seeing the new file.
+pub fn revoke_cert(dir: &Path, node: Option<u64>, cert: Option<&Path>) -> anyhow::Result<()> {
+    let ca = read_ca(dir)?;
+    let cert_path = match (node, cert) {
+        (Some(id), None) => {
+            let node_dir = dir.join(format!("node{id}"));
+            let cfg = NodeConfig::load(&node_dir.join("config.toml"))?;
+            cfg.path(&cfg.tls.cert)
+        }
+        (None, Some(p)) => p.to_path_buf(),
+        _ => bail!("name exactly one certificate: --node ID or --cert FILE"),
+    };
+    let pem = std::fs::read_to_string(&cert_path)
+        .with_context(|| format!("read {}", cert_path.display()))?;
+    let serial =
+        pki::issued_serial(&ca, &pem).with_context(|| format!("{}", cert_path.display()))?;
+    let crl_path = dir.join(CRL);
+    let mut revoked = match std::fs::read_to_string(&crl_path) {
+        Ok(text) => {
+            pki::revoked_entries(&text).with_context(|| format!("{}", crl_path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", crl_path.display())),
+    };
+    if revoked.iter().any(|r| r.serial == serial) {
+        println!(
+            "{} is already revoked in {}",
+            cert_path.display(),
+            crl_path.display()
+        );
+        return Ok(());
+    }
+    revoked.push(pki::Revoked::now(serial));
+    let crl = pki::revocation_list(&ca, &revoked)?;
+    pki::replace_file(&crl_path, crl.as_bytes(), 0o644)?;
+    println!(
+        "revoked {} ({} certificates in {}); copy it to every node whose config names it \
+         ([tls] crl); nodes re-read it within seconds",
+        cert_path.display(),
+        revoked.len(),
+        crl_path.display()
+    );
+    Ok(())
+}
+
+/// Writes an empty revocation list into a cluster made before there were lists.
+fn ensure_crl(dir: &Path, ca: &CaFiles) -> anyhow::Result<()> {
+    if !dir.join(CRL).exists() {
+        pki::write_public(&dir.join(CRL), pki::revocation_list(ca, &[])?.as_bytes())?;
+    }
     Ok(())
 }
 
@@ -426,6 +486,7 @@ pub fn new_node(dir: &Path, id: u64, layout: &Layout, custody: Custody) -> anyho
         bail!("--id must be at least 1");
     }
     let ca = read_ca(dir)?;
+    ensure_crl(dir, &ca)?;
     let public_hex = std::fs::read_to_string(dir.join("log.pub"))
         .with_context(|| format!("read {}", dir.join("log.pub").display()))?
         .trim()

@@ -117,6 +117,20 @@ enum Command {
         #[arg(long)]
         host: Option<String>,
     },
+    /// Revoke a certificate: add it to the cluster's revocation list (`crl.pem`), which
+    /// every node refuses on every call once it has read the new file. Revoke a removed
+    /// node's certificate before its id is used again, and a certificate whose key is lost.
+    RevokeCert {
+        /// The cluster directory made by init-cluster (holds ca.pem, ca.key and crl.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node whose current certificate to revoke.
+        #[arg(long, conflicts_with = "cert")]
+        node: Option<u64>,
+        /// A certificate file to revoke (an operator's, or one already replaced).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
     /// Run a one-node log for a first try. The first run writes keys, certificates and an
     /// embedded default configuration into DIR; later runs reuse them.
     Dev {
@@ -240,6 +254,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             command,
         } => runtime()?.block_on(admin::admin(&config, operator.as_deref(), command)),
         Command::RenewCert { dir, node, host } => init_cluster::renew_cert(&dir, node, host),
+        Command::RevokeCert { dir, node, cert } => {
+            init_cluster::revoke_cert(&dir, node, cert.as_deref())
+        }
         Command::Kt {
             command: kt::KtCommand::Keygen { out },
             ..

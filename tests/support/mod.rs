@@ -290,6 +290,12 @@ impl Handle {
             .clone()
     }
 
+    /// Drops the cached channels, so later calls present the certificates on disk now
+    /// (after `renew-cert`).
+    pub fn forget_channels(&self) {
+        self.channels.lock().unwrap().clear();
+    }
+
     /// An admin client to node `to` authenticated as node `to` itself.
     pub fn admin(&self, to: u64) -> AdminClient<Channel> {
         AdminClient::new(self.channel(to, to))

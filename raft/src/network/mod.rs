@@ -2,6 +2,7 @@
 //! server that feeds their messages to the local Raft node, and the admin service.
 
 pub mod client;
+pub mod revocation;
 pub mod server;
 pub mod tls;
 

@@ -19,6 +19,9 @@ pub struct TlsFiles {
     pub cert_pem: String,
     /// This node's private key.
     pub key_pem: String,
+    /// The cluster's certificate revocation list, if the node uses one; read by
+    /// [`crate::network::revocation::Revocation`], which re-reads it when it changes.
+    pub crl: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for TlsFiles {
@@ -39,7 +42,13 @@ impl TlsFiles {
             ca_pem: read(ca)?,
             cert_pem: read(cert)?,
             key_pem: read(key)?,
+            crl: None,
         })
+    }
+
+    /// The same files, with the revocation list at `crl` (if any).
+    pub fn with_crl(self, crl: Option<std::path::PathBuf>) -> TlsFiles {
+        TlsFiles { crl, ..self }
     }
 
     /// Server side: our identity, and client certificates required from the cluster CA.
